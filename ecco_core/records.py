@@ -1,0 +1,415 @@
+"""Immutable result records.
+
+Every function of the core returns one of these frozen, keyword-only ``attrs`` classes. They
+hold numpy arrays (made read-only), token strings as tuples, plain numbers and a
+:class:`Provenance`; never a model, tensor or callable. Each class has a ``KIND`` and a
+``VERSION`` and is listed in a closed registry that :mod:`ecco_core.serialization` uses to
+round-trip it through JSON.
+
+Fields are declared with the helpers below (:func:`array_field`, :func:`tokens_field`, ...):
+their metadata drives validation, serialization and the JSON Schema of each kind.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, TypeVar
+
+import attrs
+import numpy as np
+
+from .errors import RecordFormatError
+
+FIELD_KEY = "ecco"
+_R = TypeVar("_R")
+RECORD_TYPES: dict[str, type[Record]] = {}
+
+
+def _array_converter(dtype: str) -> Callable[[Any], np.ndarray]:
+    def convert(value: Any) -> np.ndarray:
+        try:
+            array = np.array(value, dtype=dtype, copy=True)
+        except (TypeError, ValueError) as exc:
+            raise RecordFormatError(f"cannot convert {type(value).__name__} to {dtype}") from exc
+        array.flags.writeable = False
+        return array
+
+    return convert
+
+
+def _check_array(ndim: int, finite: bool) -> Callable[[Any, attrs.Attribute, np.ndarray], None]:
+    def check(_: Any, attribute: attrs.Attribute, value: np.ndarray) -> None:
+        if value.ndim != ndim:
+            raise RecordFormatError(
+                f"{attribute.name} must have {ndim} dimensions, got shape {value.shape}"
+            )
+        if finite and value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise RecordFormatError(f"{attribute.name} contains NaN or infinite values")
+
+    return check
+
+
+def array_field(dtype: str, ndim: int, *, finite: bool = True) -> Any:
+    """A read-only numpy array of ``dtype`` with exactly ``ndim`` dimensions."""
+    return attrs.field(
+        converter=_array_converter(dtype),
+        validator=_check_array(ndim, finite),
+        eq=attrs.cmp_using(eq=np.array_equal),
+        metadata={FIELD_KEY: {"type": "array", "dtype": dtype, "ndim": ndim}},
+    )
+
+
+def _to_str_tuple(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        raise RecordFormatError("expected a sequence of strings, got one string")
+    return tuple(str(v) for v in value)
+
+
+def _to_str_table(value: Any) -> tuple[tuple[str, ...], ...]:
+    return tuple(_to_str_tuple(row) for row in value)
+
+
+def tokens_field() -> Any:
+    """A tuple of strings (one per token, layer, ...)."""
+    return attrs.field(converter=_to_str_tuple, metadata={FIELD_KEY: {"type": "strings"}})
+
+
+def token_table_field() -> Any:
+    """A tuple of tuples of strings (e.g. the top-k token strings of each step)."""
+    return attrs.field(converter=_to_str_table, metadata={FIELD_KEY: {"type": "string_table"}})
+
+
+def _scalar_field(kind: str, py_type: type) -> Any:
+    def check(_: Any, attribute: attrs.Attribute, value: Any) -> None:
+        if not isinstance(value, py_type) or (py_type is int and isinstance(value, bool)):
+            raise RecordFormatError(
+                f"{attribute.name} must be {kind}, got {type(value).__name__}"
+            )
+
+    return attrs.field(validator=check, metadata={FIELD_KEY: {"type": kind}})
+
+
+def int_field() -> Any:
+    """A Python int."""
+    return _scalar_field("integer", int)
+
+
+def str_field() -> Any:
+    """A Python str."""
+    return _scalar_field("string", str)
+
+
+def _freeze_json(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return types.MappingProxyType({str(k): _freeze_json(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze_json(v) for v in value)
+    if isinstance(value, (np.integer, np.floating, np.bool_)):
+        return value.item()
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise RecordFormatError(
+        f"provenance parameters must be JSON values, got {type(value).__name__}"
+    )
+
+
+def thaw_json(value: Any) -> Any:
+    """Turn a frozen JSON value (mapping proxies, tuples) back into dicts and lists."""
+    if isinstance(value, Mapping):
+        return {k: thaw_json(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [thaw_json(v) for v in value]
+    return value
+
+
+class Record:
+    """Behaviour shared by every record class (serialization helpers)."""
+
+    KIND: ClassVar[str]
+    VERSION: ClassVar[int]
+
+    def to_json(self, indent: int | None = None) -> str:
+        """Serialize to a JSON string in the versioned envelope ``{kind, version, data}``."""
+        from .serialization import dumps
+
+        return dumps(self, indent=indent)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The envelope as plain Python data (what :meth:`to_json` writes)."""
+        from .serialization import to_envelope
+
+        return to_envelope(self)
+
+    def save(self, path: str) -> None:
+        """Write :meth:`to_json` to ``path`` atomically (temporary file, then rename)."""
+        from .serialization import save
+
+        save(self, path)
+
+
+def record(kind: str, version: int = 1) -> Callable[[type[_R]], type[_R]]:
+    """Class decorator: make a frozen keyword-only attrs record and register it under ``kind``."""
+
+    def wrap(cls: type[_R]) -> type[_R]:
+        if kind in RECORD_TYPES:
+            raise RuntimeError(f"record kind {kind!r} registered twice")
+        cls.KIND = kind  # type: ignore[attr-defined]
+        cls.VERSION = version  # type: ignore[attr-defined]
+        made = attrs.frozen(kw_only=True)(cls)
+        RECORD_TYPES[kind] = made  # type: ignore[assignment]
+        return made
+
+    return wrap
+
+
+def list_record_kinds() -> list[str]:
+    """The kinds that :func:`ecco_core.load_record` accepts."""
+    return sorted(RECORD_TYPES)
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise RecordFormatError(message)
+
+
+@record("Provenance")
+class Provenance(Record):
+    """Where a record came from.
+
+    Attributes
+    ----------
+    model : name or path of the model (``config.name_or_path``).
+    revision : commit hash of the model files when known, else ``""``.
+    library_version, transformers_version, torch_version : versions that computed it.
+    function : the ecco-core function that made the record.
+    params : the parameters of that call (JSON values, read-only mapping).
+    """
+
+    model: str = str_field()
+    revision: str = str_field()
+    library_version: str = str_field()
+    transformers_version: str = str_field()
+    torch_version: str = str_field()
+    function: str = str_field()
+    params: Mapping[str, Any] = attrs.field(
+        converter=_freeze_json, factory=dict, metadata={FIELD_KEY: {"type": "json_object"}}
+    )
+
+
+def provenance_field() -> Any:
+    """A nested :class:`Provenance`."""
+
+    def check(_: Any, attribute: attrs.Attribute, value: Any) -> None:
+        if not isinstance(value, Provenance):
+            raise RecordFormatError(f"{attribute.name} must be a Provenance record")
+
+    return attrs.field(validator=check, metadata={FIELD_KEY: {"type": "record", "kind": "Provenance"}})
+
+
+def _check_top_k(top_ids: np.ndarray, top_probs: np.ndarray, top_tokens: tuple, rows: int) -> None:
+    _require(
+        top_ids.shape == top_probs.shape and top_ids.shape[0] == rows,
+        f"top_ids {top_ids.shape} and top_probs {top_probs.shape} must both have {rows} rows",
+    )
+    _require(
+        len(top_tokens) == rows and all(len(r) == top_ids.shape[1] for r in top_tokens),
+        f"top_tokens must be {rows} rows of {top_ids.shape[1] if top_ids.ndim == 2 else '?'}",
+    )
+    _require(
+        bool(((top_probs >= 0) & (top_probs <= 1 + 1e-5)).all()), "top_probs must lie in [0, 1]"
+    )
+
+
+@record("Generation")
+class Generation(Record):
+    """A prompt and its continuation, with the model's top-k predictions at each step.
+
+    Attributes
+    ----------
+    token_ids : int64 [n_tokens] prompt then generated ids. For encoder-decoder models the
+        encoder input comes first, then the decoder sequence (starting with its start token).
+    tokens : display strings [n_tokens] (byte-level markers turned into readable text).
+    raw_tokens : the tokenizer's own token strings [n_tokens].
+    n_input_tokens : tokens not generated (prompt; for encoder-decoder: encoder input plus the
+        decoder start token). The first generated token is at index ``n_input_tokens``.
+    n_encoder_tokens : encoder input length for encoder-decoder models, else 0.
+    top_ids : int64 [n_generated, k] the k most probable next tokens at each generated step.
+    top_probs : float32 [n_generated, k] their probabilities (softmax of the raw logits).
+    top_tokens : display strings [n_generated][k] of ``top_ids``.
+    prompt : the prompt text; text : the generated text (decoded continuation).
+    model_kind : ``causal`` or ``encoder-decoder``.
+    """
+
+    token_ids: np.ndarray = array_field("int64", 1)
+    tokens: tuple[str, ...] = tokens_field()
+    raw_tokens: tuple[str, ...] = tokens_field()
+    n_input_tokens: int = int_field()
+    n_encoder_tokens: int = int_field()
+    top_ids: np.ndarray = array_field("int64", 2)
+    top_probs: np.ndarray = array_field("float32", 2)
+    top_tokens: tuple[tuple[str, ...], ...] = token_table_field()
+    prompt: str = str_field()
+    text: str = str_field()
+    model_kind: str = str_field()
+    provenance: Provenance = provenance_field()
+
+    def __attrs_post_init__(self) -> None:
+        n = self.token_ids.shape[0]
+        _require(
+            len(self.tokens) == n and len(self.raw_tokens) == n,
+            f"tokens ({len(self.tokens)}) and raw_tokens ({len(self.raw_tokens)}) "
+            f"must match token_ids ({n})",
+        )
+        _require(
+            0 <= self.n_encoder_tokens < self.n_input_tokens <= n,
+            f"need 0 <= n_encoder_tokens ({self.n_encoder_tokens}) < n_input_tokens "
+            f"({self.n_input_tokens}) <= n_tokens ({n})",
+        )
+        _check_top_k(self.top_ids, self.top_probs, self.top_tokens, self.n_generated)
+
+    @property
+    def n_tokens(self) -> int:
+        """Length of the full sequence."""
+        return int(self.token_ids.shape[0])
+
+    @property
+    def n_generated(self) -> int:
+        """Number of generated tokens."""
+        return self.n_tokens - self.n_input_tokens
+
+    @property
+    def generated_ids(self) -> np.ndarray:
+        """int64 [n_generated] the generated token ids."""
+        return self.token_ids[self.n_input_tokens :]
+
+
+@record("MaskedPredictions")
+class MaskedPredictions(Record):
+    """Top-k fillers of each mask token of a text (masked language models).
+
+    Attributes
+    ----------
+    token_ids : int64 [n_tokens] the tokenized text, masks included.
+    tokens, raw_tokens : display and original token strings [n_tokens].
+    positions : int64 [n_masks] indices of the mask tokens.
+    top_ids : int64 [n_masks, k]; top_probs : float32 [n_masks, k]; top_tokens [n_masks][k].
+    text : the input text.
+    """
+
+    token_ids: np.ndarray = array_field("int64", 1)
+    tokens: tuple[str, ...] = tokens_field()
+    raw_tokens: tuple[str, ...] = tokens_field()
+    positions: np.ndarray = array_field("int64", 1)
+    top_ids: np.ndarray = array_field("int64", 2)
+    top_probs: np.ndarray = array_field("float32", 2)
+    top_tokens: tuple[tuple[str, ...], ...] = token_table_field()
+    text: str = str_field()
+    provenance: Provenance = provenance_field()
+
+    def __attrs_post_init__(self) -> None:
+        n = self.token_ids.shape[0]
+        _require(len(self.tokens) == n and len(self.raw_tokens) == n, "tokens must match ids")
+        _require(
+            bool(((self.positions >= 0) & (self.positions < n)).all()),
+            f"positions must lie in [0, {n})",
+        )
+        _check_top_k(self.top_ids, self.top_probs, self.top_tokens, self.positions.shape[0])
+
+
+def _check_layers(labels: tuple[str, ...], n_layers: int, norm: str) -> None:
+    _require(len(labels) == n_layers, f"{len(labels)} layer labels for {n_layers} layers")
+    _require(norm in ("final", "none"), f"norm must be 'final' or 'none', got {norm!r}")
+
+
+@record("Rankings")
+class Rankings(Record):
+    """Rank (1 = most probable) of each generated token at the output of every layer.
+
+    Attributes
+    ----------
+    ranks : int64 [n_layers, n_generated] rank of the token actually produced.
+    positions : int64 [n_generated] absolute index of each predicted token.
+    token_ids : int64 [n_generated] the tokens ranked; tokens : their display strings.
+    sequence_tokens : display strings [n_tokens] of the whole sequence (context for views).
+    layer_labels : [n_layers] names of the layer rows (block outputs, first to last).
+    norm : ``final`` (final norm applied to every layer) or ``none`` (Ecco's projection).
+    """
+
+    ranks: np.ndarray = array_field("int64", 2)
+    positions: np.ndarray = array_field("int64", 1)
+    token_ids: np.ndarray = array_field("int64", 1)
+    tokens: tuple[str, ...] = tokens_field()
+    sequence_tokens: tuple[str, ...] = tokens_field()
+    layer_labels: tuple[str, ...] = tokens_field()
+    norm: str = str_field()
+    provenance: Provenance = provenance_field()
+
+    def __attrs_post_init__(self) -> None:
+        n_layers, n_gen = self.ranks.shape
+        _check_layers(self.layer_labels, n_layers, self.norm)
+        _require(
+            self.positions.shape == (n_gen,) == self.token_ids.shape and len(self.tokens) == n_gen,
+            f"positions, token_ids and tokens must have {n_gen} entries",
+        )
+        _require(bool((self.ranks >= 1).all()), "ranks start at 1")
+
+
+@record("LayerPredictions")
+class LayerPredictions(Record):
+    """The top-k tokens of every layer's logit-lens distribution at one position.
+
+    Attributes
+    ----------
+    position : absolute index of the predicted token.
+    token_ids : int64 [n_layers, k]; probs : float32 [n_layers, k]; tokens : [n_layers][k].
+    target_id : the token actually at ``position`` (-1 past the end); target_token its text.
+    sequence_tokens : display strings [n_tokens] of the whole sequence.
+    layer_labels : [n_layers]; norm : ``final`` or ``none``.
+    """
+
+    position: int = int_field()
+    token_ids: np.ndarray = array_field("int64", 2)
+    probs: np.ndarray = array_field("float32", 2)
+    tokens: tuple[tuple[str, ...], ...] = token_table_field()
+    target_id: int = int_field()
+    target_token: str = str_field()
+    sequence_tokens: tuple[str, ...] = tokens_field()
+    layer_labels: tuple[str, ...] = tokens_field()
+    norm: str = str_field()
+    provenance: Provenance = provenance_field()
+
+    def __attrs_post_init__(self) -> None:
+        _check_top_k(self.token_ids, self.probs, self.tokens, len(self.layer_labels))
+        _check_layers(self.layer_labels, self.token_ids.shape[0], self.norm)
+
+
+@record("RankingsWatch")
+class RankingsWatch(Record):
+    """Ranks of chosen tokens at every layer, at one position.
+
+    Attributes
+    ----------
+    position : absolute index of the predicted token.
+    ranks : int64 [n_layers, n_watch]; watch_ids : int64 [n_watch]; watch_tokens : [n_watch].
+    sequence_tokens : display strings [n_tokens] of the whole sequence.
+    layer_labels : [n_layers]; norm : ``final`` or ``none``.
+    """
+
+    position: int = int_field()
+    ranks: np.ndarray = array_field("int64", 2)
+    watch_ids: np.ndarray = array_field("int64", 1)
+    watch_tokens: tuple[str, ...] = tokens_field()
+    sequence_tokens: tuple[str, ...] = tokens_field()
+    layer_labels: tuple[str, ...] = tokens_field()
+    norm: str = str_field()
+    provenance: Provenance = provenance_field()
+
+    def __attrs_post_init__(self) -> None:
+        n_layers, n_watch = self.ranks.shape
+        _check_layers(self.layer_labels, n_layers, self.norm)
+        _require(
+            self.watch_ids.shape == (n_watch,) and len(self.watch_tokens) == n_watch,
+            f"watch_ids and watch_tokens must have {n_watch} entries",
+        )
+        _require(bool((self.ranks >= 1).all()), "ranks start at 1")

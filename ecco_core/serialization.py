@@ -1,0 +1,276 @@
+"""JSON serialization of records: a versioned envelope and a closed registry.
+
+A file holds ``{"kind": K, "version": V, "data": {...}}``. ``K`` must be a registered record
+kind (see :data:`ecco_core.records.RECORD_TYPES`); nothing in a file names Python code, so
+loading an untrusted file never runs code. Arrays are stored as
+``{"dtype": "float32", "shape": [2, 3], "data": [...]}`` with row-major flat data; non-finite
+floats are written as the strings ``"nan"``, ``"inf"`` and ``"-inf"`` (JSON itself is written
+with ``allow_nan=False``). Whether a field may hold them is up to the record's validation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+
+from .errors import RecordFormatError
+from .records import FIELD_KEY, RECORD_TYPES, Record, thaw_json
+
+_NONFINITE = {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf")}
+_ALLOWED_DTYPES = ("int64", "float32", "float64", "bool")
+
+
+def _encode_float(x: float) -> float | str:
+    if np.isnan(x):
+        return "nan"
+    if np.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return x
+
+
+def _encode_array(array: np.ndarray) -> dict[str, Any]:
+    flat = array.reshape(-1).tolist()
+    if array.dtype.kind == "f":
+        flat = [_encode_float(x) for x in flat]
+    return {"dtype": str(array.dtype), "shape": list(array.shape), "data": flat}
+
+
+def _encode_field(spec: dict[str, Any], value: Any) -> Any:
+    kind = spec["type"]
+    if kind == "array":
+        return _encode_array(value)
+    if kind == "strings":
+        return list(value)
+    if kind == "string_table":
+        return [list(row) for row in value]
+    if kind == "json_object":
+        return thaw_json(value)
+    if kind == "record":
+        return to_envelope(value)["data"]
+    return value
+
+
+def to_envelope(rec: Record) -> dict[str, Any]:
+    """The envelope ``{"kind", "version", "data"}`` of a record as plain Python data."""
+    cls = type(rec)
+    if RECORD_TYPES.get(getattr(cls, "KIND", "")) is not cls:
+        raise RecordFormatError(f"{cls.__name__} is not a registered record type")
+    data = {
+        field.name: _encode_field(field.metadata[FIELD_KEY], getattr(rec, field.name))
+        for field in attrs.fields(cls)
+    }
+    return {"kind": cls.KIND, "version": cls.VERSION, "data": data}
+
+
+def dumps(rec: Record, indent: int | None = None) -> str:
+    """Serialize a record to JSON (sorted keys, no NaN literals)."""
+    return json.dumps(to_envelope(rec), allow_nan=False, sort_keys=True, indent=indent)
+
+
+def save(rec: Record, path: str | os.PathLike[str]) -> None:
+    """Write a record's JSON to ``path`` via a temporary file and an atomic rename."""
+    write_text_atomic(Path(path), dumps(rec))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that a reader never sees a half-written file."""
+    directory = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _decode_array(name: str, spec: dict[str, Any], value: Any) -> np.ndarray:
+    if not isinstance(value, dict) or set(value) != {"dtype", "shape", "data"}:
+        raise RecordFormatError(f"{name}: expected an array object with dtype, shape and data")
+    dtype, shape, data = value["dtype"], value["shape"], value["data"]
+    if dtype not in _ALLOWED_DTYPES:
+        raise RecordFormatError(f"{name}: dtype {dtype!r} not one of {_ALLOWED_DTYPES}")
+    if (
+        not isinstance(shape, list)
+        or len(shape) != spec["ndim"]
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)
+    ):
+        raise RecordFormatError(
+            f"{name}: shape {shape!r} is not a list of {spec['ndim']} non-negative integers"
+        )
+    if not isinstance(data, list) or len(data) != int(np.prod(shape, dtype=np.int64)):
+        raise RecordFormatError(f"{name}: data does not hold the {shape} values its shape says")
+    for x in data:
+        ok = (isinstance(x, (int, float)) and not isinstance(x, bool)) or (
+            dtype == "bool" and isinstance(x, bool)
+        )
+        if not ok and not (isinstance(x, str) and x in _NONFINITE and dtype.startswith("float")):
+            raise RecordFormatError(f"{name}: invalid array element {x!r}")
+    values = [_NONFINITE[x] if isinstance(x, str) else x for x in data]
+    try:
+        return np.array(values, dtype=dtype).reshape(shape)
+    except (ValueError, OverflowError) as exc:
+        raise RecordFormatError(f"{name}: {exc}") from exc
+
+
+def _decode_field(name: str, spec: dict[str, Any], value: Any) -> Any:
+    kind = spec["type"]
+    if kind == "array":
+        return _decode_array(name, spec, value)
+    if kind == "strings":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise RecordFormatError(f"{name}: expected a list of strings")
+        return value
+    if kind == "string_table":
+        if not isinstance(value, list) or not all(
+            isinstance(row, list) and all(isinstance(v, str) for v in row) for row in value
+        ):
+            raise RecordFormatError(f"{name}: expected a list of lists of strings")
+        return value
+    if kind == "json_object":
+        if not isinstance(value, dict):
+            raise RecordFormatError(f"{name}: expected an object")
+        return value
+    if kind == "record":
+        return _build(spec["kind"], value)
+    return value
+
+
+def _build(kind: str, data: Any) -> Record:
+    cls = RECORD_TYPES[kind]
+    if not isinstance(data, dict):
+        raise RecordFormatError(f"{kind}: 'data' must be an object")
+    fields = attrs.fields(cls)
+    expected = {f.name for f in fields}
+    missing, extra = expected - set(data), set(data) - expected
+    if missing or extra:
+        raise RecordFormatError(
+            f"{kind}: missing fields {sorted(missing)}, unexpected fields {sorted(extra)}"
+        )
+    kwargs = {
+        f.name: _decode_field(f"{kind}.{f.name}", f.metadata[FIELD_KEY], data[f.name])
+        for f in fields
+    }
+    try:
+        return cls(**kwargs)
+    except RecordFormatError as exc:
+        raise RecordFormatError(f"{kind}: {exc}") from exc
+
+
+def _reject_constant(name: str) -> Any:
+    raise RecordFormatError(f"JSON literal {name} is not allowed; non-finite values are strings")
+
+
+def from_envelope(envelope: Any) -> Record:
+    """Build a record from envelope data (as produced by :func:`to_envelope`)."""
+    if not isinstance(envelope, dict) or set(envelope) != {"kind", "version", "data"}:
+        raise RecordFormatError(
+            "not an ecco-core record: expected an object with exactly 'kind', 'version', 'data'"
+        )
+    kind, version = envelope["kind"], envelope["version"]
+    if kind not in RECORD_TYPES:
+        raise RecordFormatError(
+            f"unknown record kind {kind!r}; known kinds: {', '.join(sorted(RECORD_TYPES))}"
+        )
+    cls = RECORD_TYPES[kind]
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise RecordFormatError(f"{kind}: version must be a positive integer, got {version!r}")
+    if version > cls.VERSION:
+        raise RecordFormatError(
+            f"{kind} version {version} is newer than this ecco-core reads ({cls.VERSION}); "
+            "upgrade ecco-core to load it"
+        )
+    return _build(kind, envelope["data"])
+
+
+def load_record(source: str | os.PathLike[str] | dict[str, Any]) -> Record:
+    """Load a record from a JSON string, a path to a JSON file, or envelope data.
+
+    Never executes code from the input. Raises :class:`~ecco_core.errors.RecordFormatError`
+    on malformed input, an unknown kind or a newer version.
+    """
+    if isinstance(source, dict):
+        return from_envelope(source)
+    text: str
+    if isinstance(source, str) and source.lstrip().startswith("{"):
+        text = source
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise RecordFormatError(f"{str(source)[:200]!r} is neither JSON text nor a file")
+        text = path.read_text(encoding="utf-8")
+    try:
+        envelope = json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise RecordFormatError(f"invalid JSON: {exc}") from exc
+    return from_envelope(envelope)
+
+
+def _field_schema(spec: dict[str, Any]) -> dict[str, Any]:
+    kind = spec["type"]
+    if kind == "array":
+        element: dict[str, Any] = (
+            {"type": "integer"}
+            if spec["dtype"].startswith("int")
+            else {"anyOf": [{"type": "number"}, {"enum": sorted(_NONFINITE)}]}
+        )
+        return {
+            "type": "object",
+            "required": ["dtype", "shape", "data"],
+            "additionalProperties": False,
+            "properties": {
+                "dtype": {"enum": list(_ALLOWED_DTYPES)},
+                "shape": {
+                    "type": "array",
+                    "items": {"type": "integer", "minimum": 0},
+                    "minItems": spec["ndim"],
+                    "maxItems": spec["ndim"],
+                },
+                "data": {"type": "array", "items": element},
+            },
+        }
+    if kind == "strings":
+        return {"type": "array", "items": {"type": "string"}}
+    if kind == "string_table":
+        return {"type": "array", "items": {"type": "array", "items": {"type": "string"}}}
+    if kind == "json_object":
+        return {"type": "object"}
+    if kind == "record":
+        return _data_schema(RECORD_TYPES[spec["kind"]])
+    return {"type": kind}
+
+
+def _data_schema(cls: type[Record]) -> dict[str, Any]:
+    fields = attrs.fields(cls)
+    return {
+        "type": "object",
+        "required": [f.name for f in fields],
+        "additionalProperties": False,
+        "properties": {f.name: _field_schema(f.metadata[FIELD_KEY]) for f in fields},
+    }
+
+
+def json_schema(kind: str) -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of the envelope of one record kind."""
+    if kind not in RECORD_TYPES:
+        raise RecordFormatError(f"unknown record kind {kind!r}; known: {sorted(RECORD_TYPES)}")
+    cls = RECORD_TYPES[kind]
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": f"ecco-core {kind} record",
+        "type": "object",
+        "required": ["kind", "version", "data"],
+        "additionalProperties": False,
+        "properties": {
+            "kind": {"const": kind},
+            "version": {"type": "integer", "minimum": 1, "maximum": cls.VERSION},
+            "data": _data_schema(cls),
+        },
+    }
