@@ -179,7 +179,7 @@ def _build(family: str) -> tuple[Any, Any]:
         "gpt2": lambda: (
             (t := _gpt_style_tokenizer()),
             tf.GPT2LMHeadModel(tf.GPT2Config(
-                vocab_size=len(t), n_positions=128, n_embd=32, n_layer=2, n_head=4,
+                vocab_size=len(t), n_positions=128, n_embd=32, n_inner=64, n_layer=2, n_head=4,
                 **_ids(t, "bos_token_id", "eos_token_id", "pad_token_id"))),
         ),
         "llama": lambda: (

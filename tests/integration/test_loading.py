@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import ecco_core as ec
+
+
+def test_load_folder_and_loaded_model(tiny_path, tiny_lm) -> None:  # type: ignore[no-untyped-def]
+    lm = ec.load(tiny_path("qwen2"))
+    assert lm.spec.kind == "causal" and lm.name.endswith("qwen2")
+    again = ec.load(lm.model, lm.tokenizer)
+    assert again.model is lm.model and again.spec == lm.spec
+    with_path_tokenizer = ec.load(lm.model, str(tiny_path("qwen2")))
+    assert with_path_tokenizer.tokenizer.vocab_size == lm.tokenizer.vocab_size
+    with pytest.raises(AttributeError):
+        lm.model = None  # type: ignore[misc]
+
+
+def test_spec_overrides_through_load(tiny_path) -> None:  # type: ignore[no-untyped-def]
+    lm = ec.load(tiny_path("gpt2"), spec={"final_norm": None})
+    assert lm.spec.final_norm is None
+
+
+def test_bad_sources_fail_fast_and_clearly(tmp_path, tiny_lm) -> None:  # type: ignore[no-untyped-def]
+    start = time.monotonic()
+    with pytest.raises(ec.ModelLoadError, match="not a local folder"):
+        ec.load("no-such-org/no-such-model-xyz")
+    assert time.monotonic() - start < 20
+    with pytest.raises(ec.ModelLoadError, match="holds no model"):
+        ec.load(tmp_path)
+    with pytest.raises(ec.InvalidArgumentError, match="needs its tokenizer"):
+        ec.load(tiny_lm("gpt2").model)
+    with pytest.raises(ec.InvalidArgumentError, match="already-loaded"):
+        ec.load(tiny_lm("gpt2").model, tiny_lm("gpt2").tokenizer, device="cpu")
+    with pytest.raises(ec.InvalidTypeError, match="source must be"):
+        ec.load(3.5)  # type: ignore[arg-type]

@@ -1,0 +1,64 @@
+"""Checks on the real offline models (skipped when their wheels are missing)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import ecco_core as ec
+
+pytestmark = pytest.mark.real
+EIFFEL = "The Eiffel Tower is in the city of"
+
+
+@pytest.fixture(scope="module")
+def eiffel(smollm2: ec.LM) -> ec.Generation:
+    gen = ec.generate(smollm2, EIFFEL, max_new_tokens=8)
+    assert isinstance(gen, ec.Generation)
+    return gen
+
+
+def test_smollm2_spec(smollm2: ec.LM) -> None:
+    spec = smollm2.spec
+    assert (spec.kind, spec.n_layers, spec.hidden_size, spec.vocab_size) == ("causal", 30, 576, 49152)
+    assert spec.final_norm == "model.norm" and spec.ffn_out[0] == "model.layers.0.mlp.down_proj"
+
+
+def test_smollm2_says_paris(smollm2: ec.LM, eiffel: ec.Generation) -> None:
+    assert eiffel.text.startswith(" Paris")
+    assert eiffel.top_tokens[0][0] == " Paris"
+    assert 0.5 < float(eiffel.top_probs[0, 0]) < 0.8
+    preds = ec.layer_predictions(smollm2, eiffel, eiffel.n_input_tokens)
+    assert isinstance(preds, ec.LayerPredictions)
+    assert preds.tokens[-1][0] == " Paris"
+    np.testing.assert_allclose(preds.probs[-1], eiffel.top_probs[0], rtol=1e-4, atol=1e-6)
+
+
+def test_smollm2_lens_matches_hidden_states(smollm2: ec.LM, eiffel: ec.Generation) -> None:
+    model = smollm2.model
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor(eiffel.token_ids)[None], output_hidden_states=True)
+        p = eiffel.n_input_tokens
+        rows = torch.stack([model.model.norm(h[0, p - 1]) for h in out.hidden_states[1:-1]])
+        rows = torch.cat([rows, out.hidden_states[-1][0, p - 1][None]])
+        expected = torch.softmax(model.lm_head(rows).float(), -1)
+    preds = ec.layer_predictions(smollm2, eiffel, p, top_k=3)
+    np.testing.assert_allclose(preds.probs, torch.topk(expected, 3).values.numpy(), rtol=1e-3, atol=1e-5)
+    ranks = ec.rankings(smollm2, eiffel)
+    assert ranks.ranks.shape == (30, 8)
+    assert (ranks.ranks[-1] == 1).all()  # greedy: every token is the last layer's top-1
+    target = int(eiffel.token_ids[p])
+    assert ranks.ranks[0, 0] == int((expected[0] > expected[0, target]).sum()) + 1
+    watch = ec.rankings_watch(smollm2, eiffel, [" Paris", " London", " Rome"], p)
+    assert watch.ranks[-1, 0] == 1 and watch.ranks[-1, 1] > 1
+    np.testing.assert_array_equal(watch.ranks[:, 0], ranks.ranks[:, 0])
+
+
+def test_minilm_is_an_encoder_without_lm_head(minilm: ec.LM) -> None:
+    spec = minilm.spec
+    assert (spec.kind, spec.n_layers, spec.hidden_size) == ("encoder", 6, 384)
+    assert spec.final_norm is None and spec.head_input is None
+    assert spec.ffn_out[0] == "encoder.layer.0.output.dense"
+    with pytest.raises(ec.InvalidArgumentError, match="does not generate"):
+        ec.generate(minilm, "hello")
