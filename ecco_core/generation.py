@@ -7,7 +7,7 @@ no extra forward pass. :func:`predict_masked` is the entry point for masked lang
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -22,7 +22,11 @@ from .tokens import display_tokens
 
 def _pad_id(lm: LM) -> int:
     tok = lm.tokenizer
-    for value in (tok.pad_token_id, tok.eos_token_id, getattr(lm.model.config, "pad_token_id", None)):
+    for value in (
+        tok.pad_token_id,
+        tok.eos_token_id,
+        getattr(lm.model.config, "pad_token_id", None),
+    ):
         if isinstance(value, int):
             return value
     return 0
@@ -153,15 +157,18 @@ def generate(
         options["min_new_tokens"] = min_new_tokens
     if do_sample:
         options.update(
-            {k: v for k, v in (("temperature", temperature), ("top_k", top_k), ("top_p", top_p))
-             if v is not None}
+            {
+                k: v
+                for k, v in (("temperature", temperature), ("top_k", top_k), ("top_p", top_p))
+                if v is not None
+            }
         )
     devices = [lm.device] if lm.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices, enabled=seed is not None):
         if seed is not None:
             torch.manual_seed(seed)
         with analysis_mode(lm.model), torch.inference_mode():
-            out = lm.model.generate(**inputs, **options)
+            out = cast(Any, lm.model).generate(**inputs, **options)
 
     width = inputs["input_ids"].shape[1]
     start = width if causal else 1
@@ -172,9 +179,14 @@ def generate(
     top_ids, top_probs = _top_k(steps, top_predictions)  # [n_steps, batch, k]
     eos = _eos_ids(lm)
     params = {
-        "max_new_tokens": max_new_tokens, "min_new_tokens": min_new_tokens,
-        "do_sample": bool(do_sample), "temperature": temperature, "top_k": top_k,
-        "top_p": top_p, "num_beams": num_beams, "seed": seed,
+        "max_new_tokens": max_new_tokens,
+        "min_new_tokens": min_new_tokens,
+        "do_sample": bool(do_sample),
+        "temperature": temperature,
+        "top_k": top_k,
+        "top_p": top_p,
+        "num_beams": num_beams,
+        "seed": seed,
         "top_predictions": top_predictions,
     }
     records = []

@@ -42,7 +42,7 @@ class _Sequence:
     token_ids: np.ndarray  # [n_tokens]
     row_offset: int  # hidden row of position p is p - row_offset
     first: int  # first valid position
-    tokens: tuple[str, ...]
+    tokens: Sequence[str]
 
 
 def _as_sequence(lm: LM, rec: Any) -> _Sequence:
@@ -92,11 +92,12 @@ def _check_position(seq: _Sequence, position: Any, n_input: int | None) -> int:
 def layer_states(lm: LM, seq: _Sequence, rows: Sequence[int]) -> torch.Tensor:
     """Block outputs at hidden ``rows``: [n_layers, n_rows, hidden] (one forward pass)."""
     model, spec = lm.model, lm.spec
-    runner = model if spec.kind == "encoder-decoder" else model.get_submodule(spec.head_input)
+    runner = model if spec.kind == "encoder-decoder" else model.get_submodule(str(spec.head_input))
     with analysis_mode(model), torch.inference_mode():
         with capture_outputs(modules(model, spec.blocks)) as outputs:
             runner(**seq.inputs, use_cache=False) if spec.kind in (
-                "causal", "encoder-decoder"
+                "causal",
+                "encoder-decoder",
             ) else runner(**seq.inputs)
         index = torch.as_tensor(list(rows), device=model_device(model))
         captured = [o for o in outputs if o is not None]
@@ -179,7 +180,7 @@ def rankings(lm: LM, gen: Generation, *, norm: str = "final") -> Rankings:
         ranks=torch.cat(ranks, dim=1).numpy().astype(np.int64),
         positions=positions,
         token_ids=seq.token_ids[positions],
-        tokens=[seq.tokens[p] for p in positions],
+        tokens=[seq.tokens[int(p)] for p in positions],
         sequence_tokens=seq.tokens,
         layer_labels=lm.spec.layer_labels(),
         norm=norm,

@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import torch
@@ -54,7 +54,8 @@ class LM:
     @property
     def device(self) -> torch.device:
         """Device of the input embedding."""
-        return self.model.get_submodule(self.spec.embedding).weight.device
+        weight = self.model.get_submodule(self.spec.embedding).weight
+        return cast(torch.device, weight.device)
 
     def provenance(self, function: str, params: dict[str, Any]) -> Provenance:
         """A :class:`Provenance` for a record made by ``function`` with ``params``."""
@@ -182,8 +183,7 @@ def _load_from_source(
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     except (OSError, ValueError, TypeError) as exc:
         raise ModelLoadError(
-            f"{source!r} has a model but no usable tokenizer; pass tokenizer=... "
-            f"(cause: {exc})"
+            f"{source!r} has a model but no usable tokenizer; pass tokenizer=... (cause: {exc})"
         ) from exc
     return model, tokenizer
 

@@ -24,7 +24,7 @@ Any part can be given explicitly by module path, e.g.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import torch
@@ -89,8 +89,8 @@ def _linear_dims(module: nn.Module) -> tuple[int, int] | None:
     if isinstance(module, nn.Linear):
         return module.in_features, module.out_features
     if type(module).__name__ == "Conv1D" and hasattr(module, "nf"):
-        weight = module.weight
-        return int(weight.shape[0]), int(weight.shape[1])
+        shape = cast(torch.Tensor, module.weight).shape
+        return int(shape[0]), int(shape[1])
     return None
 
 
@@ -182,7 +182,7 @@ def _find_head_input(model: nn.Module, kind: str, root_path: str, blocks: tuple[
         ids = torch.zeros((1, 1), dtype=torch.long, device=model_device(model))
         extra = {"decoder_input_ids": ids} if kind == "encoder-decoder" else {}
         with torch.inference_mode():
-            model(input_ids=ids, **extra)
+            cast(Any, model)(input_ids=ids, **extra)
     finally:
         for handle in handles:
             handle.remove()
@@ -240,23 +240,27 @@ def infer_spec(model: nn.Module, **overrides: Any) -> ModelSpec:
             overrides[key] = tuple(overrides[key])
     for key, value in overrides.items():
         if key in ("embedding", "final_norm", "head_input", "encoder_final_norm") or key in (
-            "blocks", "ffn_out", "encoder_blocks", "encoder_ffn_out"
+            "blocks",
+            "ffn_out",
+            "encoder_blocks",
+            "encoder_ffn_out",
         ):
             _check_paths(model, key, value)
 
     paths = _paths(model)
     config = getattr(model, "config", None)
+    hf = cast(Any, model)  # a transformers model: get_*_embeddings, get_encoder, ...
 
     def part(name: str, infer: Any) -> Any:
         return overrides[name] if name in overrides else infer()
 
     def infer_kind() -> str:
-        output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        output = hf.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
         if getattr(config, "is_encoder_decoder", False):
             return "encoder-decoder"
         if output is None:
             return "encoder"
-        can_generate = getattr(model, "can_generate", lambda: False)
+        can_generate = getattr(hf, "can_generate", lambda: False)
         return "causal" if can_generate() else "masked"
 
     kind = part("kind", infer_kind)
@@ -264,7 +268,7 @@ def infer_spec(model: nn.Module, **overrides: Any) -> ModelSpec:
         raise InvalidArgumentError(f"kind must be one of {KINDS}, got {kind!r}")
 
     def infer_embedding() -> str:
-        embedding = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+        embedding = hf.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
         if embedding is None or id(embedding) not in paths:
             raise UnsupportedModelError(
                 "could not find the input embedding; pass embedding='path.to.embedding'"
@@ -272,13 +276,11 @@ def infer_spec(model: nn.Module, **overrides: Any) -> ModelSpec:
         return paths[id(embedding)]
 
     embedding = part("embedding", infer_embedding)
-    hidden_size = part(
-        "hidden_size", lambda: int(model.get_submodule(embedding).weight.shape[1])
-    )
+    hidden_size = part("hidden_size", lambda: int(hf.get_submodule(embedding).weight.shape[1]))
 
     if kind == "encoder-decoder":
-        decoder = model.get_decoder()
-        encoder = model.get_encoder()
+        decoder = hf.get_decoder()
+        encoder = hf.get_encoder()
         main_root, enc_root = decoder, encoder
     else:
         main_root = getattr(model, "base_model", model)
@@ -286,13 +288,13 @@ def infer_spec(model: nn.Module, **overrides: Any) -> ModelSpec:
     main_root_path = paths[id(main_root)]
 
     blocks = part("blocks", lambda: _find_blocks(main_root, paths, "the model"))
-    final_norm = part(
-        "final_norm", lambda: _find_final_norm(model, main_root_path, blocks, paths)
-    )
+    final_norm = part("final_norm", lambda: _find_final_norm(model, main_root_path, blocks, paths))
     ffn_out = part("ffn_out", lambda: tuple(_find_ffn_out(model, b, hidden_size) for b in blocks))
     head_input = part(
         "head_input",
-        lambda: None if kind == "encoder" else _find_head_input(model, kind, main_root_path, blocks),
+        lambda: (
+            None if kind == "encoder" else _find_head_input(model, kind, main_root_path, blocks)
+        ),
     )
 
     encoder_blocks: tuple[str, ...] = ()
@@ -311,7 +313,7 @@ def infer_spec(model: nn.Module, **overrides: Any) -> ModelSpec:
         )
 
     def infer_vocab() -> int:
-        output = model.get_output_embeddings() if kind != "encoder" else None
+        output = hf.get_output_embeddings() if kind != "encoder" else None
         return int(output.weight.shape[0]) if output is not None else 0
 
     spec = ModelSpec(
@@ -342,4 +344,4 @@ def modules(model: nn.Module, paths: Iterable[str]) -> list[nn.Module]:
 
 def model_device(model: nn.Module) -> torch.device:
     """Device of the input embedding (where inputs must go)."""
-    return model.get_input_embeddings().weight.device
+    return cast(torch.device, cast(Any, model).get_input_embeddings().weight.device)

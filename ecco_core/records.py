@@ -13,7 +13,7 @@ their metadata drives validation, serialization and the JSON Schema of each kind
 from __future__ import annotations
 
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import attrs
@@ -83,9 +83,7 @@ def token_table_field() -> Any:
 def _scalar_field(kind: str, py_type: type) -> Any:
     def check(_: Any, attribute: attrs.Attribute, value: Any) -> None:
         if not isinstance(value, py_type) or (py_type is int and isinstance(value, bool)):
-            raise RecordFormatError(
-                f"{attribute.name} must be {kind}, got {type(value).__name__}"
-            )
+            raise RecordFormatError(f"{attribute.name} must be {kind}, got {type(value).__name__}")
 
     return attrs.field(validator=check, metadata={FIELD_KEY: {"type": kind}})
 
@@ -148,19 +146,13 @@ class Record:
         save(self, path)
 
 
-def record(kind: str, version: int = 1) -> Callable[[type[_R]], type[_R]]:
-    """Class decorator: make a frozen keyword-only attrs record and register it under ``kind``."""
-
-    def wrap(cls: type[_R]) -> type[_R]:
-        if kind in RECORD_TYPES:
-            raise RuntimeError(f"record kind {kind!r} registered twice")
-        cls.KIND = kind  # type: ignore[attr-defined]
-        cls.VERSION = version  # type: ignore[attr-defined]
-        made = attrs.frozen(kw_only=True)(cls)
-        RECORD_TYPES[kind] = made  # type: ignore[assignment]
-        return made
-
-    return wrap
+def register(cls: type[_R]) -> type[_R]:
+    """Class decorator: list a record class in the closed registry under its ``KIND``."""
+    kind = cls.KIND  # type: ignore[attr-defined]
+    if kind in RECORD_TYPES:
+        raise RuntimeError(f"record kind {kind!r} registered twice")
+    RECORD_TYPES[kind] = cls  # type: ignore[assignment]
+    return cls
 
 
 def list_record_kinds() -> list[str]:
@@ -173,7 +165,8 @@ def _require(condition: bool, message: str) -> None:
         raise RecordFormatError(message)
 
 
-@record("Provenance")
+@register
+@attrs.frozen(kw_only=True)
 class Provenance(Record):
     """Where a record came from.
 
@@ -185,6 +178,9 @@ class Provenance(Record):
     function : the ecco-core function that made the record.
     params : the parameters of that call (JSON values, read-only mapping).
     """
+
+    KIND: ClassVar[str] = "Provenance"
+    VERSION: ClassVar[int] = 1
 
     model: str = str_field()
     revision: str = str_field()
@@ -204,10 +200,14 @@ def provenance_field() -> Any:
         if not isinstance(value, Provenance):
             raise RecordFormatError(f"{attribute.name} must be a Provenance record")
 
-    return attrs.field(validator=check, metadata={FIELD_KEY: {"type": "record", "kind": "Provenance"}})
+    return attrs.field(
+        validator=check, metadata={FIELD_KEY: {"type": "record", "kind": "Provenance"}}
+    )
 
 
-def _check_top_k(top_ids: np.ndarray, top_probs: np.ndarray, top_tokens: tuple, rows: int) -> None:
+def _check_top_k(
+    top_ids: np.ndarray, top_probs: np.ndarray, top_tokens: Sequence[Sequence[str]], rows: int
+) -> None:
     _require(
         top_ids.shape == top_probs.shape and top_ids.shape[0] == rows,
         f"top_ids {top_ids.shape} and top_probs {top_probs.shape} must both have {rows} rows",
@@ -221,7 +221,8 @@ def _check_top_k(top_ids: np.ndarray, top_probs: np.ndarray, top_tokens: tuple, 
     )
 
 
-@record("Generation")
+@register
+@attrs.frozen(kw_only=True)
 class Generation(Record):
     """A prompt and its continuation, with the model's top-k predictions at each step.
 
@@ -241,14 +242,17 @@ class Generation(Record):
     model_kind : ``causal`` or ``encoder-decoder``.
     """
 
+    KIND: ClassVar[str] = "Generation"
+    VERSION: ClassVar[int] = 1
+
     token_ids: np.ndarray = array_field("int64", 1)
-    tokens: tuple[str, ...] = tokens_field()
-    raw_tokens: tuple[str, ...] = tokens_field()
+    tokens: Sequence[str] = tokens_field()
+    raw_tokens: Sequence[str] = tokens_field()
     n_input_tokens: int = int_field()
     n_encoder_tokens: int = int_field()
     top_ids: np.ndarray = array_field("int64", 2)
     top_probs: np.ndarray = array_field("float32", 2)
-    top_tokens: tuple[tuple[str, ...], ...] = token_table_field()
+    top_tokens: Sequence[Sequence[str]] = token_table_field()
     prompt: str = str_field()
     text: str = str_field()
     model_kind: str = str_field()
@@ -284,7 +288,8 @@ class Generation(Record):
         return self.token_ids[self.n_input_tokens :]
 
 
-@record("MaskedPredictions")
+@register
+@attrs.frozen(kw_only=True)
 class MaskedPredictions(Record):
     """Top-k fillers of each mask token of a text (masked language models).
 
@@ -297,13 +302,16 @@ class MaskedPredictions(Record):
     text : the input text.
     """
 
+    KIND: ClassVar[str] = "MaskedPredictions"
+    VERSION: ClassVar[int] = 1
+
     token_ids: np.ndarray = array_field("int64", 1)
-    tokens: tuple[str, ...] = tokens_field()
-    raw_tokens: tuple[str, ...] = tokens_field()
+    tokens: Sequence[str] = tokens_field()
+    raw_tokens: Sequence[str] = tokens_field()
     positions: np.ndarray = array_field("int64", 1)
     top_ids: np.ndarray = array_field("int64", 2)
     top_probs: np.ndarray = array_field("float32", 2)
-    top_tokens: tuple[tuple[str, ...], ...] = token_table_field()
+    top_tokens: Sequence[Sequence[str]] = token_table_field()
     text: str = str_field()
     provenance: Provenance = provenance_field()
 
@@ -317,12 +325,13 @@ class MaskedPredictions(Record):
         _check_top_k(self.top_ids, self.top_probs, self.top_tokens, self.positions.shape[0])
 
 
-def _check_layers(labels: tuple[str, ...], n_layers: int, norm: str) -> None:
+def _check_layers(labels: Sequence[str], n_layers: int, norm: str) -> None:
     _require(len(labels) == n_layers, f"{len(labels)} layer labels for {n_layers} layers")
     _require(norm in ("final", "none"), f"norm must be 'final' or 'none', got {norm!r}")
 
 
-@record("Rankings")
+@register
+@attrs.frozen(kw_only=True)
 class Rankings(Record):
     """Rank (1 = most probable) of each generated token at the output of every layer.
 
@@ -336,12 +345,15 @@ class Rankings(Record):
     norm : ``final`` (final norm applied to every layer) or ``none`` (Ecco's projection).
     """
 
+    KIND: ClassVar[str] = "Rankings"
+    VERSION: ClassVar[int] = 1
+
     ranks: np.ndarray = array_field("int64", 2)
     positions: np.ndarray = array_field("int64", 1)
     token_ids: np.ndarray = array_field("int64", 1)
-    tokens: tuple[str, ...] = tokens_field()
-    sequence_tokens: tuple[str, ...] = tokens_field()
-    layer_labels: tuple[str, ...] = tokens_field()
+    tokens: Sequence[str] = tokens_field()
+    sequence_tokens: Sequence[str] = tokens_field()
+    layer_labels: Sequence[str] = tokens_field()
     norm: str = str_field()
     provenance: Provenance = provenance_field()
 
@@ -355,7 +367,8 @@ class Rankings(Record):
         _require(bool((self.ranks >= 1).all()), "ranks start at 1")
 
 
-@record("LayerPredictions")
+@register
+@attrs.frozen(kw_only=True)
 class LayerPredictions(Record):
     """The top-k tokens of every layer's logit-lens distribution at one position.
 
@@ -368,14 +381,17 @@ class LayerPredictions(Record):
     layer_labels : [n_layers]; norm : ``final`` or ``none``.
     """
 
+    KIND: ClassVar[str] = "LayerPredictions"
+    VERSION: ClassVar[int] = 1
+
     position: int = int_field()
     token_ids: np.ndarray = array_field("int64", 2)
     probs: np.ndarray = array_field("float32", 2)
-    tokens: tuple[tuple[str, ...], ...] = token_table_field()
+    tokens: Sequence[Sequence[str]] = token_table_field()
     target_id: int = int_field()
     target_token: str = str_field()
-    sequence_tokens: tuple[str, ...] = tokens_field()
-    layer_labels: tuple[str, ...] = tokens_field()
+    sequence_tokens: Sequence[str] = tokens_field()
+    layer_labels: Sequence[str] = tokens_field()
     norm: str = str_field()
     provenance: Provenance = provenance_field()
 
@@ -384,7 +400,8 @@ class LayerPredictions(Record):
         _check_layers(self.layer_labels, self.token_ids.shape[0], self.norm)
 
 
-@record("RankingsWatch")
+@register
+@attrs.frozen(kw_only=True)
 class RankingsWatch(Record):
     """Ranks of chosen tokens at every layer, at one position.
 
@@ -396,12 +413,15 @@ class RankingsWatch(Record):
     layer_labels : [n_layers]; norm : ``final`` or ``none``.
     """
 
+    KIND: ClassVar[str] = "RankingsWatch"
+    VERSION: ClassVar[int] = 1
+
     position: int = int_field()
     ranks: np.ndarray = array_field("int64", 2)
     watch_ids: np.ndarray = array_field("int64", 1)
-    watch_tokens: tuple[str, ...] = tokens_field()
-    sequence_tokens: tuple[str, ...] = tokens_field()
-    layer_labels: tuple[str, ...] = tokens_field()
+    watch_tokens: Sequence[str] = tokens_field()
+    sequence_tokens: Sequence[str] = tokens_field()
+    layer_labels: Sequence[str] = tokens_field()
     norm: str = str_field()
     provenance: Provenance = provenance_field()
 

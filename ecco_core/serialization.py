@@ -14,7 +14,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import numpy as np
@@ -63,7 +63,7 @@ def to_envelope(rec: Record) -> dict[str, Any]:
         raise RecordFormatError(f"{cls.__name__} is not a registered record type")
     data = {
         field.name: _encode_field(field.metadata[FIELD_KEY], getattr(rec, field.name))
-        for field in attrs.fields(cls)
+        for field in attrs.fields(cast(Any, cls))
     }
     return {"kind": cls.KIND, "version": cls.VERSION, "data": data}
 
@@ -147,7 +147,7 @@ def _build(kind: str, data: Any) -> Record:
     cls = RECORD_TYPES[kind]
     if not isinstance(data, dict):
         raise RecordFormatError(f"{kind}: 'data' must be an object")
-    fields = attrs.fields(cls)
+    fields = attrs.fields(cast(Any, cls))
     expected = {f.name for f in fields}
     missing, extra = expected - set(data), set(data) - expected
     if missing or extra:
@@ -248,7 +248,7 @@ def _field_schema(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _data_schema(cls: type[Record]) -> dict[str, Any]:
-    fields = attrs.fields(cls)
+    fields = attrs.fields(cast(Any, cls))
     return {
         "type": "object",
         "required": [f.name for f in fields],

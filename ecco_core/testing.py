@@ -136,7 +136,7 @@ def _roberta_post(tok: Any) -> Any:
     return tok
 
 
-def _wrap(tok: Any, **special: str) -> Any:
+def _wrap(tok: Any, **special: Any) -> Any:
     from transformers import PreTrainedTokenizerFast
 
     return PreTrainedTokenizerFast(
@@ -146,108 +146,211 @@ def _wrap(tok: Any, **special: str) -> Any:
 
 def _gpt_style_tokenizer() -> Any:
     tok = _byte_bpe(600, ["<|endoftext|>", "<pad>"])
-    return _wrap(tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>", pad_token="<pad>",
-                 unk_token="<|endoftext|>")
+    return _wrap(
+        tok,
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        pad_token="<pad>",
+        unk_token="<|endoftext|>",
+    )
 
 
 def _roberta_style_tokenizer() -> Any:
     tok = _roberta_post(_byte_bpe(600, ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]))
-    return _wrap(tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
-                 mask_token="<mask>", cls_token="<s>", sep_token="</s>")
+    return _wrap(
+        tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        mask_token="<mask>",
+        cls_token="<s>",
+        sep_token="</s>",
+    )
 
 
 def _bert_tokenizer() -> Any:
-    return _wrap(_wordpiece(600), pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
-                 sep_token="[SEP]", mask_token="[MASK]")
+    return _wrap(
+        _wordpiece(600),
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
 
 
 def _t5_tokenizer() -> Any:
     extra = [f"<extra_id_{i}>" for i in range(4)]
-    return _wrap(_unigram(600), pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
-                 additional_special_tokens=extra)
+    return _wrap(
+        _unigram(600),
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        additional_special_tokens=extra,
+    )
 
 
-def _ids(tok: Any, *names: str) -> dict[str, int]:
-    return {name: tok.convert_tokens_to_ids(getattr(tok, name.replace("_id", ""))) for name in names}
+def _ids(tok: Any, *names: str) -> dict[str, Any]:
+    return {
+        name: tok.convert_tokens_to_ids(getattr(tok, name.replace("_id", ""))) for name in names
+    }
 
 
 def _build(family: str) -> tuple[Any, Any]:
     import transformers as tf
 
-    small = {"num_hidden_layers": 2, "num_attention_heads": 4, "hidden_size": 32}
+    small: dict[str, Any] = {"num_hidden_layers": 2, "num_attention_heads": 4, "hidden_size": 32}
     builders: dict[str, Callable[[], tuple[Any, Any]]] = {
         "gpt2": lambda: (
             (t := _gpt_style_tokenizer()),
-            tf.GPT2LMHeadModel(tf.GPT2Config(
-                vocab_size=len(t), n_positions=128, n_embd=32, n_inner=64, n_layer=2, n_head=4,
-                **_ids(t, "bos_token_id", "eos_token_id", "pad_token_id"))),
+            tf.GPT2LMHeadModel(
+                tf.GPT2Config(
+                    vocab_size=len(t),
+                    n_positions=128,
+                    n_embd=32,
+                    n_inner=64,
+                    n_layer=2,
+                    n_head=4,
+                    **_ids(t, "bos_token_id", "eos_token_id", "pad_token_id"),
+                )
+            ),
         ),
         "llama": lambda: (
             (t := _gpt_style_tokenizer()),
-            tf.LlamaForCausalLM(tf.LlamaConfig(
-                vocab_size=len(t), intermediate_size=64, num_key_value_heads=2,
-                max_position_embeddings=128, tie_word_embeddings=False, **small,
-                **_ids(t, "bos_token_id", "eos_token_id", "pad_token_id"))),
+            tf.LlamaForCausalLM(
+                tf.LlamaConfig(
+                    vocab_size=len(t),
+                    intermediate_size=64,
+                    num_key_value_heads=2,
+                    max_position_embeddings=128,
+                    tie_word_embeddings=False,
+                    **small,
+                    **_ids(t, "bos_token_id", "eos_token_id", "pad_token_id"),
+                )
+            ),
         ),
         "gpt_neox": lambda: (
             (t := _gpt_style_tokenizer()),
-            tf.GPTNeoXForCausalLM(tf.GPTNeoXConfig(
-                vocab_size=len(t), intermediate_size=64, max_position_embeddings=128, **small,
-                **_ids(t, "bos_token_id", "eos_token_id", "pad_token_id"))),
+            tf.GPTNeoXForCausalLM(
+                tf.GPTNeoXConfig(
+                    vocab_size=len(t),
+                    intermediate_size=64,
+                    max_position_embeddings=128,
+                    **small,
+                    **_ids(t, "bos_token_id", "eos_token_id", "pad_token_id"),
+                )
+            ),
         ),
         "opt": lambda: (
             (t := _gpt_style_tokenizer()),
-            tf.OPTForCausalLM(tf.OPTConfig(
-                vocab_size=len(t), ffn_dim=64, word_embed_proj_dim=32,
-                max_position_embeddings=128, **small,
-                **_ids(t, "bos_token_id", "eos_token_id", "pad_token_id"))),
+            tf.OPTForCausalLM(
+                tf.OPTConfig(
+                    vocab_size=len(t),
+                    ffn_dim=64,
+                    word_embed_proj_dim=32,
+                    max_position_embeddings=128,
+                    **small,
+                    **_ids(t, "bos_token_id", "eos_token_id", "pad_token_id"),
+                )
+            ),
         ),
         "bloom": lambda: (
             (t := _gpt_style_tokenizer()),
-            tf.BloomForCausalLM(tf.BloomConfig(
-                vocab_size=len(t), hidden_size=32, n_layer=2, n_head=4,
-                **_ids(t, "bos_token_id", "eos_token_id", "pad_token_id"))),
+            tf.BloomForCausalLM(
+                tf.BloomConfig(
+                    vocab_size=len(t),
+                    hidden_size=32,
+                    n_layer=2,
+                    n_head=4,
+                    **_ids(t, "bos_token_id", "eos_token_id", "pad_token_id"),
+                )
+            ),
         ),
         "qwen2": lambda: (
             (t := _gpt_style_tokenizer()),
-            tf.Qwen2ForCausalLM(tf.Qwen2Config(
-                vocab_size=len(t), intermediate_size=64, num_key_value_heads=2,
-                max_position_embeddings=128, tie_word_embeddings=True, **small,
-                **_ids(t, "bos_token_id", "eos_token_id", "pad_token_id"))),
+            tf.Qwen2ForCausalLM(
+                tf.Qwen2Config(
+                    vocab_size=len(t),
+                    intermediate_size=64,
+                    num_key_value_heads=2,
+                    max_position_embeddings=128,
+                    tie_word_embeddings=True,
+                    **small,
+                    **_ids(t, "bos_token_id", "eos_token_id", "pad_token_id"),
+                )
+            ),
         ),
         "bert": lambda: (
             (t := _bert_tokenizer()),
-            tf.BertForMaskedLM(tf.BertConfig(
-                vocab_size=len(t), intermediate_size=64, max_position_embeddings=128, **small,
-                **_ids(t, "pad_token_id"))),
+            tf.BertForMaskedLM(
+                tf.BertConfig(
+                    vocab_size=len(t),
+                    intermediate_size=64,
+                    max_position_embeddings=128,
+                    **small,
+                    **_ids(t, "pad_token_id"),
+                )
+            ),
         ),
         "roberta": lambda: (
             (t := _roberta_style_tokenizer()),
-            tf.RobertaForMaskedLM(tf.RobertaConfig(
-                vocab_size=len(t), intermediate_size=64, max_position_embeddings=130, **small,
-                **_ids(t, "bos_token_id", "eos_token_id", "pad_token_id"))),
+            tf.RobertaForMaskedLM(
+                tf.RobertaConfig(
+                    vocab_size=len(t),
+                    intermediate_size=64,
+                    max_position_embeddings=130,
+                    **small,
+                    **_ids(t, "bos_token_id", "eos_token_id", "pad_token_id"),
+                )
+            ),
         ),
         "distilbert": lambda: (
             (t := _bert_tokenizer()),
-            tf.DistilBertForMaskedLM(tf.DistilBertConfig(
-                vocab_size=len(t), dim=32, n_layers=2, n_heads=4, hidden_dim=64,
-                max_position_embeddings=128, **_ids(t, "pad_token_id"))),
+            tf.DistilBertForMaskedLM(
+                tf.DistilBertConfig(
+                    vocab_size=len(t),
+                    dim=32,
+                    n_layers=2,
+                    n_heads=4,
+                    hidden_dim=64,
+                    max_position_embeddings=128,
+                    **_ids(t, "pad_token_id"),
+                )
+            ),
         ),
         "t5": lambda: (
             (t := _t5_tokenizer()),
-            tf.T5ForConditionalGeneration(tf.T5Config(
-                vocab_size=len(t), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
-                decoder_start_token_id=t.pad_token_id, tie_word_embeddings=True,
-                **_ids(t, "pad_token_id", "eos_token_id"))),
+            tf.T5ForConditionalGeneration(
+                tf.T5Config(
+                    vocab_size=len(t),
+                    d_model=32,
+                    d_kv=8,
+                    d_ff=64,
+                    num_layers=2,
+                    num_heads=4,
+                    **{"decoder_start_token_id": t.pad_token_id, "tie_word_embeddings": True},
+                    **_ids(t, "pad_token_id", "eos_token_id"),
+                )
+            ),
         ),
         "bart": lambda: (
             (t := _roberta_style_tokenizer()),
-            tf.BartForConditionalGeneration(tf.BartConfig(
-                vocab_size=len(t), d_model=32, encoder_layers=2, decoder_layers=2,
-                encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64,
-                decoder_ffn_dim=64, max_position_embeddings=128,
-                decoder_start_token_id=t.eos_token_id,
-                **_ids(t, "bos_token_id", "eos_token_id", "pad_token_id"))),
+            tf.BartForConditionalGeneration(
+                tf.BartConfig(
+                    vocab_size=len(t),
+                    d_model=32,
+                    encoder_layers=2,
+                    decoder_layers=2,
+                    encoder_attention_heads=4,
+                    decoder_attention_heads=4,
+                    encoder_ffn_dim=64,
+                    decoder_ffn_dim=64,
+                    max_position_embeddings=128,
+                    decoder_start_token_id=t.eos_token_id,
+                    **_ids(t, "bos_token_id", "eos_token_id", "pad_token_id"),
+                )
+            ),
         ),
     }
     if family not in builders:

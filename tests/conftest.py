@@ -19,11 +19,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import transformers  # noqa: E402
+import transformers
 
-import ecco_core as ec  # noqa: E402
-from ecco_core.loading import smollm2_wheel_gguf  # noqa: E402
-from ecco_core.testing import save_tiny_model  # noqa: E402
+import ecco_core as ec
+from ecco_core.loading import smollm2_wheel_gguf
+from ecco_core.testing import save_tiny_model
 
 transformers.utils.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()

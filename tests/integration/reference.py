@@ -42,7 +42,9 @@ def head(family: str, model: Any, h: torch.Tensor) -> torch.Tensor:
     return model.lm_head(h)
 
 
-def lens(family: str, model: Any, ids: torch.Tensor, norm: str, decoder_ids: Any = None) -> torch.Tensor:
+def lens(
+    family: str, model: Any, ids: torch.Tensor, norm: str, decoder_ids: Any = None
+) -> torch.Tensor:
     """[n_layers, seq, vocab] logit-lens logits from output_hidden_states."""
     kwargs = {"decoder_input_ids": decoder_ids} if decoder_ids is not None else {}
     with torch.no_grad():

@@ -31,8 +31,13 @@ def test_greedy_matches_model_generate_and_top_k_matches_forward(tiny_lm, family
     gen = ec.generate(lm, PROMPT, max_new_tokens=5, min_new_tokens=5, top_predictions=4)
     enc = lm.tokenizer(PROMPT, return_tensors="pt")
     with torch.no_grad():
-        plain = lm.model.generate(**enc, max_new_tokens=5, min_new_tokens=5, do_sample=False,
-                                  pad_token_id=lm.tokenizer.pad_token_id)
+        plain = lm.model.generate(
+            **enc,
+            max_new_tokens=5,
+            min_new_tokens=5,
+            do_sample=False,
+            pad_token_id=lm.tokenizer.pad_token_id,
+        )
     start = enc["input_ids"].shape[1] if family not in ENCODER_DECODER_FAMILIES else 1
     np.testing.assert_array_equal(gen.generated_ids, plain[0, start:].numpy())
     assert gen.n_generated == 5 and gen.top_ids.shape == (5, 4)
@@ -42,7 +47,7 @@ def test_greedy_matches_model_generate_and_top_k_matches_forward(tiny_lm, family
     np.testing.assert_array_equal(gen.top_ids[:, 0], expected_ids[:, 0].numpy())
     # Greedy: every generated token is the step's top-1 unless a logits processor forced it.
     assert (gen.top_ids[:-1, 0] == gen.generated_ids[:-1]).all()
-    assert "".join(gen.tokens[gen.n_input_tokens:]).strip() != "" or gen.text == ""
+    assert "".join(gen.tokens[gen.n_input_tokens :]).strip() != "" or gen.text == ""
     assert gen.provenance.function == "generate" and gen.provenance.params["max_new_tokens"] == 5
 
 
@@ -64,12 +69,20 @@ def test_beam_search_matches_model_generate(tiny_lm, family: str) -> None:  # ty
     gen = ec.generate(lm, PROMPT, max_new_tokens=4, min_new_tokens=4, num_beams=3)
     enc = lm.tokenizer(PROMPT, return_tensors="pt")
     with torch.no_grad():
-        plain = lm.model.generate(**enc, max_new_tokens=4, min_new_tokens=4, num_beams=3,
-                                  do_sample=False, pad_token_id=lm.tokenizer.pad_token_id)
+        plain = lm.model.generate(
+            **enc,
+            max_new_tokens=4,
+            min_new_tokens=4,
+            num_beams=3,
+            do_sample=False,
+            pad_token_id=lm.tokenizer.pad_token_id,
+        )
     start = enc["input_ids"].shape[1] if family == "llama" else 1
     np.testing.assert_array_equal(gen.generated_ids, plain[0, start:].numpy())
     probs = _teacher_forced_probs(lm, gen)
-    np.testing.assert_allclose(gen.top_probs[:, 0], probs.max(-1).values.numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        gen.top_probs[:, 0], probs.max(-1).values.numpy(), rtol=1e-4, atol=1e-6
+    )
 
 
 def test_sampling_is_reproducible_and_keeps_global_rng(tiny_lm) -> None:  # type: ignore[no-untyped-def]

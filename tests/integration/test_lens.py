@@ -57,9 +57,13 @@ def test_rankings_and_predictions_match_hidden_states(tiny_lm, family: str, norm
     # The last layer is the model's own distribution: equal to the generation's top-k.
     np.testing.assert_allclose(preds[0].probs[-1], gen.top_probs[0, :5], rtol=1e-4, atol=1e-6)
 
-    watch = ec.rankings_watch(lm, gen, [3, 11, int(gen.token_ids[positions[0]])], positions[0], norm=norm)
+    watch = ec.rankings_watch(
+        lm, gen, [3, 11, int(gen.token_ids[positions[0]])], positions[0], norm=norm
+    )
     row = ref[:, positions[0]]
-    expected = (row[:, None, :] > row[:, [3, 11, int(gen.token_ids[positions[0]])], None]).sum(-1) + 1
+    expected = (row[:, None, :] > row[:, [3, 11, int(gen.token_ids[positions[0]])], None]).sum(
+        -1
+    ) + 1
     np.testing.assert_array_equal(watch.ranks, expected.numpy())
     np.testing.assert_array_equal(watch.ranks[:, 2], ranks.ranks[:, 0])
 
@@ -98,8 +102,10 @@ def test_bad_lens_input(tiny_lm) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ec.InvalidArgumentError, match="top_k"):
         ec.layer_predictions(lm, gen, 3, top_k=0)
     other = tiny_lm("t5")
-    with pytest.raises(ec.InvalidArgumentError, match="another model|causal model"):
+    with pytest.raises(ec.InvalidArgumentError, match=r"another model|causal model"):
         ec.rankings(other, gen)
-    big = ec.load_record(gen.to_json().replace(f'"data": [{gen.token_ids[0]},', '"data": [999999,', 1))
+    big = ec.load_record(
+        gen.to_json().replace(f'"data": [{gen.token_ids[0]},', '"data": [999999,', 1)
+    )
     with pytest.raises(ec.InvalidArgumentError, match="another model"):
         ec.rankings(lm, big)

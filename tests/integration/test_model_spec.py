@@ -16,8 +16,11 @@ def test_spec_is_inferred(tiny_lm, family: str) -> None:  # type: ignore[no-unty
     lm = tiny_lm(family)
     spec, model = lm.spec, lm.model
     expected_kind = (
-        "causal" if family in CAUSAL_FAMILIES
-        else "masked" if family in MASKED_FAMILIES else "encoder-decoder"
+        "causal"
+        if family in CAUSAL_FAMILIES
+        else "masked"
+        if family in MASKED_FAMILIES
+        else "encoder-decoder"
     )
     assert spec.kind == expected_kind
     assert spec.n_layers == 2 and len(spec.ffn_out) == 2
@@ -38,7 +41,11 @@ def test_spec_is_inferred(tiny_lm, family: str) -> None:  # type: ignore[no-unty
 def test_head_logits_match_the_model(tiny_lm, family: str) -> None:  # type: ignore[no-untyped-def]
     lm = tiny_lm(family)
     ids = torch.tensor([[5, 9, 14, 20, 33, 41]])
-    extra = {"decoder_input_ids": torch.tensor([[0, 7, 8]])} if family in ENCODER_DECODER_FAMILIES else {}
+    extra = (
+        {"decoder_input_ids": torch.tensor([[0, 7, 8]])}
+        if family in ENCODER_DECODER_FAMILIES
+        else {}
+    )
     with torch.no_grad():
         out = lm.model(input_ids=ids, output_hidden_states=True, **extra)
     last = (out.decoder_hidden_states if extra else out.hidden_states)[-1]
@@ -68,5 +75,5 @@ def test_unsupported_model_names_the_missing_part() -> None:
         def get_output_embeddings(self) -> None:
             return None
 
-    with pytest.raises(ec.UnsupportedModelError, match="transformer blocks.*blocks="):
+    with pytest.raises(ec.UnsupportedModelError, match=r"transformer blocks.*blocks="):
         ec.infer_spec(Odd())

@@ -21,7 +21,12 @@ def eiffel(smollm2: ec.LM) -> ec.Generation:
 
 def test_smollm2_spec(smollm2: ec.LM) -> None:
     spec = smollm2.spec
-    assert (spec.kind, spec.n_layers, spec.hidden_size, spec.vocab_size) == ("causal", 30, 576, 49152)
+    assert (spec.kind, spec.n_layers, spec.hidden_size, spec.vocab_size) == (
+        "causal",
+        30,
+        576,
+        49152,
+    )
     assert spec.final_norm == "model.norm" and spec.ffn_out[0] == "model.layers.0.mlp.down_proj"
 
 
@@ -44,7 +49,9 @@ def test_smollm2_lens_matches_hidden_states(smollm2: ec.LM, eiffel: ec.Generatio
         rows = torch.cat([rows, out.hidden_states[-1][0, p - 1][None]])
         expected = torch.softmax(model.lm_head(rows).float(), -1)
     preds = ec.layer_predictions(smollm2, eiffel, p, top_k=3)
-    np.testing.assert_allclose(preds.probs, torch.topk(expected, 3).values.numpy(), rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(
+        preds.probs, torch.topk(expected, 3).values.numpy(), rtol=1e-3, atol=1e-5
+    )
     ranks = ec.rankings(smollm2, eiffel)
     assert ranks.ranks.shape == (30, 8)
     assert (ranks.ranks[-1] == 1).all()  # greedy: every token is the last layer's top-1

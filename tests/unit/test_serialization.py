@@ -14,17 +14,29 @@ import ecco_core as ec
 from ecco_core.records import Provenance
 
 text = st.text(max_size=12)
-json_scalar = st.none() | st.booleans() | st.integers(-(10**9), 10**9) | text | st.floats(
-    allow_nan=False, allow_infinity=False, width=32
+json_scalar = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**9), 10**9)
+    | text
+    | st.floats(allow_nan=False, allow_infinity=False, width=32)
 )
 
 
 @st.composite
 def provenances(draw: st.DrawFn) -> Provenance:
     return Provenance(
-        model=draw(text), revision=draw(text), library_version="0.1.0",
-        transformers_version="5.0", torch_version="2.13", function=draw(text),
-        params=draw(st.dictionaries(st.text(max_size=5), json_scalar | st.lists(json_scalar, max_size=3), max_size=4)),
+        model=draw(text),
+        revision=draw(text),
+        library_version="0.1.0",
+        transformers_version="5.0",
+        torch_version="2.13",
+        function=draw(text),
+        params=draw(
+            st.dictionaries(
+                st.text(max_size=5), json_scalar | st.lists(json_scalar, max_size=3), max_size=4
+            )
+        ),
     )
 
 
@@ -43,12 +55,18 @@ def generations(draw: st.DrawFn) -> ec.Generation:
         token_ids=draw(st.lists(st.integers(0, 50000), min_size=n, max_size=n)),
         tokens=draw(st.lists(text, min_size=n, max_size=n)),
         raw_tokens=draw(st.lists(text, min_size=n, max_size=n)),
-        n_input_tokens=n_in, n_encoder_tokens=0,
-        top_ids=np.array(draw(st.lists(st.integers(0, 50000), min_size=n_gen * k, max_size=n_gen * k)),
-                         dtype=np.int64).reshape(n_gen, k),
+        n_input_tokens=n_in,
+        n_encoder_tokens=0,
+        top_ids=np.array(
+            draw(st.lists(st.integers(0, 50000), min_size=n_gen * k, max_size=n_gen * k)),
+            dtype=np.int64,
+        ).reshape(n_gen, k),
         top_probs=_probs(draw, n_gen, k),
         top_tokens=[draw(st.lists(text, min_size=k, max_size=k)) for _ in range(n_gen)],
-        prompt=draw(text), text=draw(text), model_kind="causal", provenance=draw(provenances()),
+        prompt=draw(text),
+        text=draw(text),
+        model_kind="causal",
+        provenance=draw(provenances()),
     )
 
 
@@ -56,10 +74,15 @@ def generations(draw: st.DrawFn) -> ec.Generation:
 def rankings(draw: st.DrawFn) -> ec.Rankings:
     layers, n = draw(st.integers(1, 4)), draw(st.integers(1, 4))
     return ec.Rankings(
-        ranks=np.array(draw(st.lists(st.integers(1, 10**6), min_size=layers * n, max_size=layers * n))).reshape(layers, n),
-        positions=np.arange(n) + 3, token_ids=np.arange(n),
-        tokens=draw(st.lists(text, min_size=n, max_size=n)), sequence_tokens=["a"] * (n + 3),
-        layer_labels=[f"layer {i}" for i in range(layers)], norm=draw(st.sampled_from(["final", "none"])),
+        ranks=np.array(
+            draw(st.lists(st.integers(1, 10**6), min_size=layers * n, max_size=layers * n))
+        ).reshape(layers, n),
+        positions=np.arange(n) + 3,
+        token_ids=np.arange(n),
+        tokens=draw(st.lists(text, min_size=n, max_size=n)),
+        sequence_tokens=["a"] * (n + 3),
+        layer_labels=[f"layer {i}" for i in range(layers)],
+        norm=draw(st.sampled_from(["final", "none"])),
         provenance=draw(provenances()),
     )
 
@@ -69,10 +92,15 @@ def layer_predictions(draw: st.DrawFn) -> ec.LayerPredictions:
     layers, k = draw(st.integers(1, 4)), draw(st.integers(1, 3))
     return ec.LayerPredictions(
         position=draw(st.integers(1, 9)),
-        token_ids=np.arange(layers * k).reshape(layers, k), probs=_probs(draw, layers, k),
+        token_ids=np.arange(layers * k).reshape(layers, k),
+        probs=_probs(draw, layers, k),
         tokens=[draw(st.lists(text, min_size=k, max_size=k)) for _ in range(layers)],
-        target_id=draw(st.integers(0, 9)), target_token=draw(text), sequence_tokens=["x", "y"],
-        layer_labels=[f"layer {i}" for i in range(layers)], norm="final", provenance=draw(provenances()),
+        target_id=draw(st.integers(0, 9)),
+        target_token=draw(text),
+        sequence_tokens=["x", "y"],
+        layer_labels=[f"layer {i}" for i in range(layers)],
+        norm="final",
+        provenance=draw(provenances()),
     )
 
 
@@ -80,9 +108,15 @@ def layer_predictions(draw: st.DrawFn) -> ec.LayerPredictions:
 def watches(draw: st.DrawFn) -> ec.RankingsWatch:
     layers, n = draw(st.integers(1, 4)), draw(st.integers(1, 3))
     return ec.RankingsWatch(
-        position=2, ranks=np.array(draw(st.lists(st.integers(1, 99), min_size=layers * n, max_size=layers * n))).reshape(layers, n),
-        watch_ids=np.arange(n), watch_tokens=draw(st.lists(text, min_size=n, max_size=n)),
-        sequence_tokens=["a", "b", "c"], layer_labels=[str(i) for i in range(layers)], norm="none",
+        position=2,
+        ranks=np.array(
+            draw(st.lists(st.integers(1, 99), min_size=layers * n, max_size=layers * n))
+        ).reshape(layers, n),
+        watch_ids=np.arange(n),
+        watch_tokens=draw(st.lists(text, min_size=n, max_size=n)),
+        sequence_tokens=["a", "b", "c"],
+        layer_labels=[str(i) for i in range(layers)],
+        norm="none",
         provenance=draw(provenances()),
     )
 
@@ -92,9 +126,15 @@ def masked(draw: st.DrawFn) -> ec.MaskedPredictions:
     n, k = draw(st.integers(1, 5)), draw(st.integers(1, 3))
     m = draw(st.integers(0, n))
     return ec.MaskedPredictions(
-        token_ids=np.arange(n), tokens=["t"] * n, raw_tokens=["t"] * n, positions=np.arange(m),
-        top_ids=np.zeros((m, k), dtype=np.int64), top_probs=_probs(draw, m, k),
-        top_tokens=[["z"] * k for _ in range(m)], text=draw(text), provenance=draw(provenances()),
+        token_ids=np.arange(n),
+        tokens=["t"] * n,
+        raw_tokens=["t"] * n,
+        positions=np.arange(m),
+        top_ids=np.zeros((m, k), dtype=np.int64),
+        top_probs=_probs(draw, m, k),
+        top_tokens=[["z"] * k for _ in range(m)],
+        text=draw(text),
+        provenance=draw(provenances()),
     )
 
 
@@ -114,11 +154,23 @@ def test_round_trip_and_schema(record: ec.Provenance) -> None:
 
 def test_arrays_are_read_only() -> None:
     rec = ec.load_record(
-        ec.RankingsWatch(position=1, ranks=[[1]], watch_ids=[3], watch_tokens=["a"],
-                         sequence_tokens=["a", "b"], layer_labels=["l0"], norm="final",
-                         provenance=Provenance(model="m", revision="", library_version="0",
-                                               transformers_version="0", torch_version="0",
-                                               function="f")).to_json()
+        ec.RankingsWatch(
+            position=1,
+            ranks=[[1]],
+            watch_ids=[3],
+            watch_tokens=["a"],
+            sequence_tokens=["a", "b"],
+            layer_labels=["l0"],
+            norm="final",
+            provenance=Provenance(
+                model="m",
+                revision="",
+                library_version="0",
+                transformers_version="0",
+                torch_version="0",
+                function="f",
+            ),
+        ).to_json()
     )
     with pytest.raises(ValueError):
         rec.ranks[0, 0] = 5  # type: ignore[attr-defined]
@@ -126,11 +178,25 @@ def test_arrays_are_read_only() -> None:
 
 def _envelope() -> dict:
     gen = ec.Generation(
-        token_ids=[1, 2, 3], tokens=["a", "b", "c"], raw_tokens=["a", "b", "c"],
-        n_input_tokens=2, n_encoder_tokens=0, top_ids=[[3, 4]], top_probs=[[0.5, 0.25]],
-        top_tokens=[["c", "d"]], prompt="ab", text="c", model_kind="causal",
-        provenance=Provenance(model="m", revision="", library_version="0",
-                              transformers_version="0", torch_version="0", function="generate"),
+        token_ids=[1, 2, 3],
+        tokens=["a", "b", "c"],
+        raw_tokens=["a", "b", "c"],
+        n_input_tokens=2,
+        n_encoder_tokens=0,
+        top_ids=[[3, 4]],
+        top_probs=[[0.5, 0.25]],
+        top_tokens=[["c", "d"]],
+        prompt="ab",
+        text="c",
+        model_kind="causal",
+        provenance=Provenance(
+            model="m",
+            revision="",
+            library_version="0",
+            transformers_version="0",
+            torch_version="0",
+            function="generate",
+        ),
     )
     return json.loads(gen.to_json())
 
