@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -109,3 +109,8 @@ def analysis_mode(model: nn.Module) -> Iterator[None]:
     finally:
         for module, flag in flags:
             module.training = flag
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Device of the input embedding (where inputs must go)."""
+    return cast(torch.device, cast(Any, model).get_input_embeddings().weight.device)

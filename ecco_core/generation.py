@@ -15,6 +15,7 @@ import torch
 from .capture import analysis_mode
 from .checks import check_int, check_prompts
 from .errors import InvalidArgumentError
+from .head import top_k_softmax
 from .loading import LM
 from .records import Generation, MaskedPredictions
 from .tokens import display_tokens
@@ -75,7 +76,7 @@ def _batch(ids: list[list[int]], pad: int, left: bool, device: torch.device) -> 
 
 def _top_k(logits: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
     """logits [..., vocab] -> (ids, probs) [..., k] of the softmax's k largest entries."""
-    probs, ids = torch.topk(torch.softmax(logits.float(), dim=-1), k, dim=-1)
+    probs, ids = top_k_softmax(logits, k)
     return ids.cpu().numpy().astype(np.int64), probs.cpu().numpy().astype(np.float32)
 
 

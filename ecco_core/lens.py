@@ -15,18 +15,20 @@ hidden state at ``position - 1``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import weakref
+from collections.abc import Iterator, Sequence
+from typing import Any, cast
 
 import attrs
 import numpy as np
 import torch
 
-from .capture import analysis_mode, capture_outputs, replace_output
+from .capture import analysis_mode, capture_outputs, model_device
 from .checks import check_choice, check_int
 from .errors import InvalidArgumentError, InvalidTypeError, UnsupportedModelError
+from .head import head_by_forward, head_by_linear, top_k_softmax
 from .loading import LM
-from .model_spec import model_device, modules
+from .model_spec import modules
 from .records import Generation, LayerPredictions, MaskedPredictions, Rankings, RankingsWatch
 from .tokens import display_tokens
 
@@ -89,51 +91,67 @@ def _check_position(seq: _Sequence, position: Any, n_input: int | None) -> int:
         ) from exc
 
 
+# The most recent block outputs ("states") and logit-lens logits ("logits"), with their keys,
+# so that rankings, layer predictions and rankings watch of one generation share the work.
+_CACHE: dict[str, tuple[Any, torch.Tensor]] = {}
+_LOGITS_KEPT = 64 * 2**20  # bytes: larger logits are not kept
+
+
+def _cache_key(lm: LM, seq: _Sequence) -> tuple[Any, ...]:
+    # Parameter storage and in-place version counters change when weights change.
+    weights = tuple((p.data_ptr(), p._version) for p in lm.model.parameters())
+    inputs = tuple((k, tuple(v.shape), v.cpu().numpy().tobytes()) for k, v in seq.inputs.items())
+    return (weakref.ref(lm.model), lm.spec.blocks, weights, inputs)
+
+
+def clear_cache() -> None:
+    """Forget the block outputs and logits kept from the most recent sequence."""
+    _CACHE.clear()
+
+
 def layer_states(lm: LM, seq: _Sequence, rows: Sequence[int]) -> torch.Tensor:
-    """Block outputs at hidden ``rows``: [n_layers, n_rows, hidden] (one forward pass)."""
+    """Block outputs at hidden ``rows``: [n_layers, n_rows, hidden] (one forward pass).
+
+    The states of the most recent sequence are kept, so that rankings, layer predictions and
+    rankings watch over the same generation share one forward pass.
+    """
     model, spec = lm.model, lm.spec
-    runner = model if spec.kind == "encoder-decoder" else model.get_submodule(str(spec.head_input))
-    with analysis_mode(model), torch.inference_mode():
-        with capture_outputs(modules(model, spec.blocks)) as outputs:
-            runner(**seq.inputs, use_cache=False) if spec.kind in (
-                "causal",
-                "encoder-decoder",
-            ) else runner(**seq.inputs)
-        index = torch.as_tensor(list(rows), device=model_device(model))
-        captured = [o for o in outputs if o is not None]
-        if len(captured) != len(outputs):
+    key = _cache_key(lm, seq)
+    cached = _CACHE.get("states")
+    if cached is not None and cached[0] == key:
+        states = cached[1]
+    else:
+        runner = (
+            model if spec.kind == "encoder-decoder" else model.get_submodule(str(spec.head_input))
+        )
+        extra = {"use_cache": False} if spec.kind in ("causal", "encoder-decoder") else {}
+        with (
+            analysis_mode(model),
+            torch.inference_mode(),
+            capture_outputs(modules(model, spec.blocks)) as outputs,
+        ):
+            runner(**seq.inputs, **extra)
+        if any(o is None for o in outputs):
             raise UnsupportedModelError(
                 "some blocks did not run in the forward pass; check spec.blocks"
             )
-        return torch.stack([o[0].index_select(0, index.to(o.device)) for o in captured])
+        states = torch.stack([cast(torch.Tensor, o)[0] for o in outputs])
+        _CACHE["states"] = (key, states)
+    with torch.inference_mode():
+        index = torch.as_tensor(list(rows), device=states.device)
+        return states.index_select(1, index)
 
 
 def head_logits(lm: LM, hidden: torch.Tensor) -> torch.Tensor:
-    """Apply the model's LM head: hidden [..., hidden_size] -> float32 logits [..., vocab].
-
-    Runs the model's own forward on a one-token input with the output of ``spec.head_input``
-    replaced by ``hidden``, so every detail of the head (tied weights, rescaling, biases, MLM
-    transform, logit soft-capping) is applied exactly as in the model.
-    """
-    model, spec = lm.model, lm.spec
+    """Apply the model's LM head: hidden [..., hidden_size] -> float32 logits [..., vocab]."""
+    spec = lm.spec
     if spec.head_input is None:
         raise InvalidArgumentError(f"{lm.name} has no LM head")
-    shape = hidden.shape
-    flat = hidden.reshape(1, -1, shape[-1])
-    ids = torch.zeros((1, 1), dtype=torch.long, device=model_device(model))
-    extra = {"decoder_input_ids": ids} if spec.kind == "encoder-decoder" else {}
-    fired: list[bool] = []
-    target = model.get_submodule(spec.head_input)
-    with analysis_mode(model), torch.inference_mode():
-        with replace_output(target, flat), capture_outputs([target]) as seen:
-            logits = model(input_ids=ids, **extra).logits
-        fired.append(seen[0] is not None)
-    if not fired[0] or logits.shape[1] != flat.shape[1]:
-        raise UnsupportedModelError(
-            f"the LM head does not read the output of {spec.head_input!r}; pass head_input="
-            "'path' naming the module whose output feeds the LM head"
-        )
-    return logits.float().reshape(*shape[:-1], logits.shape[-1])
+    if spec.head_is_linear:
+        logits = head_by_linear(lm.model, hidden)
+    else:
+        logits = head_by_forward(lm.model, spec.kind, spec.head_input, hidden)
+    return logits.float()
 
 
 def lens_logits(lm: LM, states: torch.Tensor, norm: str) -> torch.Tensor:
@@ -148,9 +166,29 @@ def lens_logits(lm: LM, states: torch.Tensor, norm: str) -> torch.Tensor:
     return head_logits(lm, states)
 
 
-def _chunks(n_items: int, n_layers: int, vocab: int) -> list[slice]:
-    per = max(1, _LOGITS_BUDGET // max(1, n_layers * vocab * 4))
-    return [slice(i, min(i + per, n_items)) for i in range(0, n_items, per)]
+def _ranks(logits: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+    """1 + how many logits [..., vocab] exceed ``chosen`` [..., 1]: rank 1 is the top token."""
+    return (logits > chosen).sum(-1, dtype=torch.int32) + 1
+
+
+def _lens_chunks(
+    lm: LM, seq: _Sequence, positions: Sequence[int], norm: str
+) -> Iterator[tuple[slice, torch.Tensor]]:
+    """Logit-lens logits at ``positions``, in chunks: (slice of positions, [n_layers, n, vocab])."""
+    rows = [int(p) - seq.row_offset for p in positions]
+    states = layer_states(lm, seq, rows)
+    per = max(1, _LOGITS_BUDGET // max(1, states.shape[0] * lm.spec.vocab_size * 4))
+    for start in range(0, len(rows), per):
+        part = slice(start, min(start + per, len(rows)))
+        key = (_cache_key(lm, seq), norm, tuple(rows[part]))
+        cached = _CACHE.get("logits")
+        if cached is not None and cached[0] == key:
+            yield part, cached[1]
+            continue
+        logits = lens_logits(lm, states[:, part], norm)
+        if logits.numel() * logits.element_size() <= _LOGITS_KEPT:
+            _CACHE["logits"] = (key, logits)
+        yield part, logits
 
 
 def _n_input(rec: Any) -> int | None:
@@ -169,13 +207,12 @@ def rankings(lm: LM, gen: Generation, *, norm: str = "final") -> Rankings:
     positions = np.arange(gen.n_input_tokens, gen.n_tokens)
     if positions.size == 0:
         raise InvalidArgumentError("the generation has no generated tokens to rank")
-    states = layer_states(lm, seq, (positions - seq.row_offset).tolist())
-    targets = torch.as_tensor(seq.token_ids[positions], device=states.device)
+    targets = torch.as_tensor(seq.token_ids[positions])
     ranks = []
-    for part in _chunks(len(positions), states.shape[0], lm.spec.vocab_size):
-        logits = lens_logits(lm, states[:, part], norm)  # [n_layers, n, vocab]
-        chosen = logits.gather(-1, targets[part].expand(logits.shape[0], -1)[..., None])
-        ranks.append(((logits > chosen).sum(-1) + 1).cpu())
+    for part, logits in _lens_chunks(lm, seq, positions.tolist(), norm):
+        index = targets[part].to(logits.device).expand(logits.shape[0], -1)[..., None]
+        chosen = logits.gather(-1, index)
+        ranks.append(_ranks(logits, chosen).cpu())
     return Rankings(
         ranks=torch.cat(ranks, dim=1).numpy().astype(np.int64),
         positions=positions,
@@ -209,11 +246,9 @@ def layer_predictions(
     if not wanted:
         raise InvalidArgumentError("position is an empty list")
     checked = [_check_position(seq, p, _n_input(gen)) for p in wanted]
-    states = layer_states(lm, seq, [p - seq.row_offset for p in checked])
     results = []
-    for part in _chunks(len(checked), states.shape[0], lm.spec.vocab_size):
-        logits = lens_logits(lm, states[:, part], norm)
-        probs, ids = torch.topk(torch.softmax(logits, dim=-1), top_k, dim=-1)
+    for part, logits in _lens_chunks(lm, seq, checked, norm):
+        probs, ids = top_k_softmax(logits, top_k)
         for j, p in enumerate(checked[part]):
             layer_ids = ids[:, j].cpu().numpy().astype(np.int64)
             _, shown = display_tokens(lm.tokenizer, layer_ids.reshape(-1).tolist())
@@ -273,10 +308,10 @@ def rankings_watch(
     seq = _as_sequence(lm, gen)
     ids = watch_ids(lm, watch)
     p = _check_position(seq, position, _n_input(gen))
-    states = layer_states(lm, seq, [p - seq.row_offset])
-    logits = lens_logits(lm, states, norm)[:, 0]  # [n_layers, vocab]
+    _, logits = next(_lens_chunks(lm, seq, [p], norm))
+    logits = logits[:, 0]  # [n_layers, vocab]
     chosen = logits[:, ids]  # [n_layers, n_watch]
-    ranks = (logits[:, None, :] > chosen[..., None]).sum(-1) + 1
+    ranks = _ranks(logits[:, None, :], chosen[..., None])
     _, shown = display_tokens(lm.tokenizer, ids)
     return RankingsWatch(
         position=p,

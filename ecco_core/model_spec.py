@@ -30,7 +30,9 @@ import attrs
 import torch
 from torch import nn
 
+from .capture import model_device
 from .errors import InvalidArgumentError, UnsupportedModelError
+from .head import head_is_linear
 
 KINDS = ("causal", "masked", "encoder-decoder", "encoder")
 
@@ -47,6 +49,8 @@ class ModelSpec:
     final_norm : the norm applied after the last block, or ``None`` (post-norm models).
     ffn_out : per block, the FFN output projection; its input holds the neuron activations.
     head_input : the module whose output feeds the LM head, or ``None`` without an LM head.
+    head_is_linear : the LM head is exactly the output embedding used as a linear map (checked
+        numerically), so it can be applied without running the model.
     encoder_blocks, encoder_final_norm, encoder_ffn_out : the same for the encoder stack of an
         encoder-decoder model (empty / ``None`` otherwise).
     hidden_size : width of the residual stream.
@@ -60,6 +64,7 @@ class ModelSpec:
     final_norm: str | None
     ffn_out: tuple[str, ...]
     head_input: str | None
+    head_is_linear: bool = False
     encoder_blocks: tuple[str, ...] = ()
     encoder_final_norm: str | None = None
     encoder_ffn_out: tuple[str, ...] = ()
@@ -323,6 +328,10 @@ def infer_spec(model: nn.Module, **overrides: Any) -> ModelSpec:
         final_norm=final_norm,
         ffn_out=ffn_out,
         head_input=head_input,
+        head_is_linear=part(
+            "head_is_linear",
+            lambda: head_input is not None and head_is_linear(model, kind, head_input),
+        ),
         encoder_blocks=encoder_blocks,
         encoder_final_norm=encoder_final_norm,
         encoder_ffn_out=encoder_ffn_out,
@@ -340,8 +349,3 @@ def infer_spec(model: nn.Module, **overrides: Any) -> ModelSpec:
 def modules(model: nn.Module, paths: Iterable[str]) -> list[nn.Module]:
     """The submodules of ``model`` at ``paths``."""
     return [model.get_submodule(p) for p in paths]
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """Device of the input embedding (where inputs must go)."""
-    return cast(torch.device, cast(Any, model).get_input_embeddings().weight.device)

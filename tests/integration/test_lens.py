@@ -109,3 +109,32 @@ def test_bad_lens_input(tiny_lm) -> None:  # type: ignore[no-untyped-def]
     )
     with pytest.raises(ec.InvalidArgumentError, match="another model"):
         ec.rankings(lm, big)
+
+
+def test_cache_follows_weight_changes_and_sequences(tiny_lm) -> None:  # type: ignore[no-untyped-def]
+    from ecco_core.lens import clear_cache
+
+    lm = tiny_lm("llama")
+    gen = _generation(lm)
+    other = ec.generate(lm, "Heathrow airport is", max_new_tokens=3, min_new_tokens=3)
+    first = ec.layer_predictions(lm, gen, gen.n_input_tokens)
+    assert (
+        ec.layer_predictions(lm, other, other.n_input_tokens).probs.tolist() != first.probs.tolist()
+    )
+    weight = lm.model.get_submodule(lm.spec.ffn_out[0]).weight
+    saved = weight.detach().clone()
+    try:
+        with torch.no_grad():
+            weight.mul_(3.0)
+        changed = ec.layer_predictions(lm, gen, gen.n_input_tokens)
+        clear_cache()
+        fresh = ec.layer_predictions(lm, gen, gen.n_input_tokens)
+        np.testing.assert_array_equal(changed.probs, fresh.probs)
+        assert not np.array_equal(changed.probs, first.probs)
+    finally:
+        with torch.no_grad():
+            weight.copy_(saved)
+    clear_cache()
+    np.testing.assert_array_equal(
+        ec.layer_predictions(lm, gen, gen.n_input_tokens).probs, first.probs
+    )

@@ -1,0 +1,91 @@
+"""Speed of ecco-core on the standard task, printed as figures (not a timed test).
+
+Task: SmolLM2-135M-Instruct (embedded default), prompt "The Eiffel Tower is in the city of",
+8 greedy new tokens, fp32, 2 CPU threads. Each figure is the median of several runs after one
+warm-up run; compare ratios measured in the same run, as the machines are shared and noisy.
+
+Usage: python benchmarks/bench.py [--repeats N] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+import ecco_core as ec
+from ecco_core.lens import clear_cache
+
+PROMPT = "The Eiffel Tower is in the city of"
+NEW_TOKENS = 8
+
+
+def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    start = time.perf_counter()
+    lm = ec.load()
+    print(f"load default model: {time.perf_counter() - start:.2f} s ({lm.name})")
+    enc = lm.tokenizer(PROMPT, return_tensors="pt")
+    model: Any = lm.model
+
+    def plain_generate() -> None:
+        with torch.inference_mode():
+            model.generate(
+                **enc,
+                max_new_tokens=NEW_TOKENS,
+                do_sample=False,
+                pad_token_id=lm.tokenizer.pad_token_id or lm.tokenizer.eos_token_id,
+            )
+
+    gen = ec.generate(lm, PROMPT, max_new_tokens=NEW_TOKENS)
+    assert isinstance(gen, ec.Generation)
+    positions = list(range(gen.n_input_tokens, gen.n_tokens))
+
+    def lens_all() -> None:
+        clear_cache()  # measure the forward pass too, not a cached one
+        ec.rankings(lm, gen)
+        ec.layer_predictions(lm, gen, positions)
+
+    t_plain = median_seconds(plain_generate, args.repeats)
+    t_ec = median_seconds(lambda: ec.generate(lm, PROMPT, max_new_tokens=NEW_TOKENS), args.repeats)
+
+    def rankings_cold() -> None:
+        clear_cache()
+        ec.rankings(lm, gen)
+
+    t_rank = median_seconds(rankings_cold, args.repeats)
+    t_lens = median_seconds(lens_all, args.repeats)
+    print(f"generated: {gen.text!r}")
+    print(f"model.generate (plain, {NEW_TOKENS} tokens):    {t_plain * 1000:8.1f} ms")
+    print(
+        f"ec.generate with top-10 predictions:  {t_ec * 1000:8.1f} ms  "
+        f"ratio {t_ec / t_plain:.2f}x (target <= 1.2x)"
+    )
+    print(f"ec.rankings:                          {t_rank * 1000:8.1f} ms  (Ecco: 3400 ms)")
+    print(
+        f"rankings + layer_predictions at all {len(positions)} generated positions: "
+        f"{t_lens * 1000:.1f} ms (target < 300 ms)"
+    )
+
+
+if __name__ == "__main__":
+    main()
