@@ -26,7 +26,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
-	$(PY) -m ecco_core.demo
+	$(PY) -m ecco_adapters.cli demo
 
 lint: $(STAMP)
 	$(PY) -m ruff check ecco_core adapters tests benchmarks
