@@ -7,6 +7,8 @@ Pure functions turn a model and a prompt into immutable, serializable records::
     gen = ec.generate(lm, "The Eiffel Tower is in the city of")
     ranks = ec.rankings(lm, gen)                     # ranks[layer, step]
     preds = ec.layer_predictions(lm, gen, gen.n_input_tokens)
+    acts = ec.activations(lm, gen)                   # values[layer, neuron, position]
+    nmf = ec.factorize(acts, n_components=8, lm=lm)  # token and neuron factors
     ec.load_record(gen.to_json()) == gen
 
 The core never imports IPython, anywidget or altair; the front ends live in ``ecco_adapters``.
@@ -20,11 +22,15 @@ from .errors import (
     RecordFormatError,
     UnsupportedModelError,
 )
+from .factorization import factorize
 from .generation import generate, predict_masked
 from .lens import layer_predictions, rankings, rankings_watch
 from .loading import DEFAULT_MODEL_ID, LM, library_version, load
 from .model_spec import ModelSpec, infer_spec
+from .neurons import activations
 from .records import (
+    Activations,
+    Factorization,
     Generation,
     LayerPredictions,
     MaskedPredictions,
@@ -34,13 +40,16 @@ from .records import (
     list_record_kinds,
 )
 from .serialization import json_schema, load_record
+from .similarity import similarity
 
 __version__ = library_version()
 
 __all__ = [
     "DEFAULT_MODEL_ID",
     "LM",
+    "Activations",
     "EccoError",
+    "Factorization",
     "Generation",
     "InvalidArgumentError",
     "InvalidTypeError",
@@ -54,6 +63,8 @@ __all__ = [
     "RecordFormatError",
     "UnsupportedModelError",
     "__version__",
+    "activations",
+    "factorize",
     "generate",
     "infer_spec",
     "json_schema",
@@ -64,4 +75,5 @@ __all__ = [
     "predict_masked",
     "rankings",
     "rankings_watch",
+    "similarity",
 ]

@@ -121,16 +121,8 @@ def layer_states(lm: LM, seq: _Sequence, rows: Sequence[int]) -> torch.Tensor:
     if cached is not None and cached[0] == key:
         states = cached[1]
     else:
-        runner = (
-            model if spec.kind == "encoder-decoder" else model.get_submodule(str(spec.head_input))
-        )
-        extra = {"use_cache": False} if spec.kind in ("causal", "encoder-decoder") else {}
-        with (
-            analysis_mode(model),
-            torch.inference_mode(),
-            capture_outputs(modules(model, spec.blocks)) as outputs,
-        ):
-            runner(**seq.inputs, **extra)
+        with capture_outputs(modules(model, spec.blocks)) as outputs:
+            run_forward(lm, seq.inputs)
         if any(o is None for o in outputs):
             raise UnsupportedModelError(
                 "some blocks did not run in the forward pass; check spec.blocks"
@@ -140,6 +132,27 @@ def layer_states(lm: LM, seq: _Sequence, rows: Sequence[int]) -> torch.Tensor:
     with torch.inference_mode():
         index = torch.as_tensor(list(rows), device=states.device)
         return states.index_select(1, index)
+
+
+def run_forward(lm: LM, inputs: dict[str, torch.Tensor]) -> None:
+    """One forward pass for hooks to observe, skipping the LM head where possible.
+
+    Decoder-only and encoder models run only their stack (``spec.head_input`` or the bare
+    model); encoder-decoder models run whole (or only the encoder when no decoder input is given).
+    """
+    model, spec = lm.model, lm.spec
+    runner: Any = model
+    extra: dict[str, Any] = {}
+    if spec.kind == "encoder-decoder":
+        if "decoder_input_ids" not in inputs:
+            runner = cast(Any, model).get_encoder()
+        else:
+            extra = {"use_cache": False}
+    elif spec.head_input is not None:
+        runner = model.get_submodule(spec.head_input)
+        extra = {"use_cache": False} if spec.kind == "causal" else {}
+    with analysis_mode(model), torch.inference_mode():
+        runner(**inputs, **extra)
 
 
 def head_logits(lm: LM, hidden: torch.Tensor) -> torch.Tensor:

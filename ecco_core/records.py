@@ -26,10 +26,18 @@ _R = TypeVar("_R")
 RECORD_TYPES: dict[str, type[Record]] = {}
 
 
+FLOAT_DTYPES = ("float16", "float32", "float64")
+
+
 def _array_converter(dtype: str) -> Callable[[Any], np.ndarray]:
     def convert(value: Any) -> np.ndarray:
         try:
-            array = np.array(value, dtype=dtype, copy=True)
+            if dtype == "float":
+                array = np.array(value, copy=True)
+                if str(array.dtype) not in FLOAT_DTYPES:
+                    array = array.astype(np.float32)
+            else:
+                array = np.array(value, dtype=dtype, copy=True)
         except (TypeError, ValueError) as exc:
             raise RecordFormatError(f"cannot convert {type(value).__name__} to {dtype}") from exc
         array.flags.writeable = False
@@ -51,7 +59,10 @@ def _check_array(ndim: int, finite: bool) -> Callable[[Any, attrs.Attribute, np.
 
 
 def array_field(dtype: str, ndim: int, *, finite: bool = True) -> Any:
-    """A read-only numpy array of ``dtype`` with exactly ``ndim`` dimensions."""
+    """A read-only numpy array of ``dtype`` with exactly ``ndim`` dimensions.
+
+    ``dtype="float"`` keeps float16/float32/float64 arrays as they are (others become float32).
+    """
     return attrs.field(
         converter=_array_converter(dtype),
         validator=_check_array(ndim, finite),
@@ -96,6 +107,20 @@ def int_field() -> Any:
 def str_field() -> Any:
     """A Python str."""
     return _scalar_field("string", str)
+
+
+def float_field() -> Any:
+    """A finite Python float."""
+
+    def check(_: Any, attribute: attrs.Attribute, value: Any) -> None:
+        if not isinstance(value, float) or not np.isfinite(value):
+            raise RecordFormatError(f"{attribute.name} must be a finite float, got {value!r}")
+
+    return attrs.field(
+        converter=lambda v: float(v) if isinstance(v, (int, float, np.number)) else v,
+        validator=check,
+        metadata={FIELD_KEY: {"type": "number"}},
+    )
 
 
 def _freeze_json(value: Any) -> Any:
@@ -433,3 +458,119 @@ class RankingsWatch(Record):
             f"watch_ids and watch_tokens must have {n_watch} entries",
         )
         _require(bool((self.ranks >= 1).all()), "ranks start at 1")
+
+
+@register
+@attrs.frozen(kw_only=True)
+class Activations(Record):
+    """FFN neuron activations of one text at every position.
+
+    Attributes
+    ----------
+    values : float [n_layers, n_neurons, n_positions] the input of each selected block's FFN
+        output projection (float32 unless captured in float16/float64).
+    layers : int64 [n_layers] block index of each row, increasing.
+    layer_labels : [n_layers] display labels ("layer 3", "encoder 0", "decoder 1").
+    stack : ``decoder`` (decoder-only models, or the decoder of an encoder-decoder model) or
+        ``encoder`` (masked/encoder models, or the encoder of an encoder-decoder model).
+    token_ids : int64 [n_positions]; tokens : display strings [n_positions].
+    n_input_tokens : positions that were input (prompt) rather than generated.
+    """
+
+    KIND: ClassVar[str] = "Activations"
+    VERSION: ClassVar[int] = 1
+
+    values: np.ndarray = array_field("float", 3)
+    layers: np.ndarray = array_field("int64", 1)
+    layer_labels: Sequence[str] = tokens_field()
+    stack: str = str_field()
+    token_ids: np.ndarray = array_field("int64", 1)
+    tokens: Sequence[str] = tokens_field()
+    n_input_tokens: int = int_field()
+    provenance: Provenance = provenance_field()
+
+    def __attrs_post_init__(self) -> None:
+        n_layers, _, n_positions = self.values.shape
+        _require(
+            self.layers.shape == (n_layers,) and len(self.layer_labels) == n_layers,
+            f"layers and layer_labels must have {n_layers} entries",
+        )
+        _require(bool((np.diff(self.layers) > 0).all()), "layers must be increasing")
+        _require(
+            self.token_ids.shape == (n_positions,) and len(self.tokens) == n_positions,
+            f"token_ids and tokens must have {n_positions} entries (one per position)",
+        )
+        _require(0 <= self.n_input_tokens <= n_positions, "n_input_tokens out of range")
+        _require(self.stack in ("decoder", "encoder"), f"unknown stack {self.stack!r}")
+
+
+@register
+@attrs.frozen(kw_only=True)
+class Factorization(Record):
+    """Non-negative matrix factorization of neuron activations: tokens x factors x neurons.
+
+    ``activations[positions, neurons] ≈ token_factors.T @ neuron_factors`` after clipping
+    negative activations to zero.
+
+    Attributes
+    ----------
+    token_factors : float32 [n_components, n_positions] how much each factor fires at each
+        position (positions of all factorized texts, concatenated).
+    neuron_factors : float32 [n_components, n_neurons] each factor's neuron loadings.
+    neuron_layers, neuron_indices : int64 [n_neurons] block index and index within the block of
+        each neuron column.
+    tokens : display strings [n_positions]; token_ids : int64 [n_positions].
+    text_index : int64 [n_positions] which input record each position came from.
+    layer_labels : [n_selected_layers] labels of the factorized layers.
+    reconstruction_error : Frobenius norm of the residual.
+    promoted_ids : int64 [n_components, k] tokens each factor's direction promotes through the
+        unembedding (k = 0 when no model was given or it has no LM head);
+        promoted_tokens : their display strings [n_components][k].
+    """
+
+    KIND: ClassVar[str] = "Factorization"
+    VERSION: ClassVar[int] = 1
+
+    token_factors: np.ndarray = array_field("float32", 2)
+    neuron_factors: np.ndarray = array_field("float32", 2)
+    neuron_layers: np.ndarray = array_field("int64", 1)
+    neuron_indices: np.ndarray = array_field("int64", 1)
+    token_ids: np.ndarray = array_field("int64", 1)
+    tokens: Sequence[str] = tokens_field()
+    text_index: np.ndarray = array_field("int64", 1)
+    layer_labels: Sequence[str] = tokens_field()
+    reconstruction_error: float = float_field()
+    promoted_ids: np.ndarray = array_field("int64", 2)
+    promoted_tokens: Sequence[Sequence[str]] = token_table_field()
+    provenance: Provenance = provenance_field()
+
+    def __attrs_post_init__(self) -> None:
+        k, n_positions = self.token_factors.shape
+        _require(
+            self.neuron_factors.shape[0] == k and self.promoted_ids.shape[0] == k,
+            f"neuron_factors and promoted_ids must have {k} rows (one per component)",
+        )
+        n_neurons = self.neuron_factors.shape[1]
+        _require(
+            self.neuron_layers.shape == (n_neurons,) == self.neuron_indices.shape,
+            f"neuron_layers and neuron_indices must have {n_neurons} entries",
+        )
+        _require(
+            self.token_ids.shape == (n_positions,) == self.text_index.shape
+            and len(self.tokens) == n_positions,
+            f"token_ids, tokens and text_index must have {n_positions} entries",
+        )
+        _require(
+            len(self.promoted_tokens) == k
+            and all(len(r) == self.promoted_ids.shape[1] for r in self.promoted_tokens),
+            "promoted_tokens must match promoted_ids",
+        )
+        _require(
+            bool((self.token_factors >= 0).all() and (self.neuron_factors >= 0).all()),
+            "NMF factors are non-negative",
+        )
+
+    @property
+    def n_components(self) -> int:
+        """Number of factors."""
+        return int(self.token_factors.shape[0])

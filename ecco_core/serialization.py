@@ -20,10 +20,9 @@ import attrs
 import numpy as np
 
 from .errors import RecordFormatError
-from .records import FIELD_KEY, RECORD_TYPES, Record, thaw_json
+from .records import FIELD_KEY, FLOAT_DTYPES, RECORD_TYPES, Record, thaw_json
 
 _NONFINITE = {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf")}
-_ALLOWED_DTYPES = ("int64", "float32", "float64", "bool")
 
 
 def _encode_float(x: float) -> float | str:
@@ -95,8 +94,9 @@ def _decode_array(name: str, spec: dict[str, Any], value: Any) -> np.ndarray:
     if not isinstance(value, dict) or set(value) != {"dtype", "shape", "data"}:
         raise RecordFormatError(f"{name}: expected an array object with dtype, shape and data")
     dtype, shape, data = value["dtype"], value["shape"], value["data"]
-    if dtype not in _ALLOWED_DTYPES:
-        raise RecordFormatError(f"{name}: dtype {dtype!r} not one of {_ALLOWED_DTYPES}")
+    allowed = FLOAT_DTYPES if spec["dtype"] == "float" else (spec["dtype"],)
+    if dtype not in allowed:
+        raise RecordFormatError(f"{name}: dtype {dtype!r} is not one of {allowed}")
     if (
         not isinstance(shape, list)
         or len(shape) != spec["ndim"]
@@ -108,11 +108,16 @@ def _decode_array(name: str, spec: dict[str, Any], value: Any) -> np.ndarray:
     if not isinstance(data, list) or len(data) != int(np.prod(shape, dtype=np.int64)):
         raise RecordFormatError(f"{name}: data does not hold the {shape} values its shape says")
     for x in data:
-        ok = (isinstance(x, (int, float)) and not isinstance(x, bool)) or (
-            dtype == "bool" and isinstance(x, bool)
-        )
-        if not ok and not (isinstance(x, str) and x in _NONFINITE and dtype.startswith("float")):
-            raise RecordFormatError(f"{name}: invalid array element {x!r}")
+        if dtype == "int64":
+            ok = isinstance(x, int) and not isinstance(x, bool)
+        elif dtype == "bool":
+            ok = isinstance(x, bool)
+        else:
+            ok = (isinstance(x, (int, float)) and not isinstance(x, bool)) or (
+                isinstance(x, str) and x in _NONFINITE
+            )
+        if not ok:
+            raise RecordFormatError(f"{name}: invalid {dtype} array element {x!r}")
     values = [_NONFINITE[x] if isinstance(x, str) else x for x in data]
     try:
         return np.array(values, dtype=dtype).reshape(shape)
@@ -218,7 +223,7 @@ def _field_schema(spec: dict[str, Any]) -> dict[str, Any]:
     if kind == "array":
         element: dict[str, Any] = (
             {"type": "integer"}
-            if spec["dtype"].startswith("int")
+            if spec["dtype"] == "int64"
             else {"anyOf": [{"type": "number"}, {"enum": sorted(_NONFINITE)}]}
         )
         return {
@@ -226,7 +231,9 @@ def _field_schema(spec: dict[str, Any]) -> dict[str, Any]:
             "required": ["dtype", "shape", "data"],
             "additionalProperties": False,
             "properties": {
-                "dtype": {"enum": list(_ALLOWED_DTYPES)},
+                "dtype": {
+                    "enum": list(FLOAT_DTYPES if spec["dtype"] == "float" else (spec["dtype"],))
+                },
                 "shape": {
                     "type": "array",
                     "items": {"type": "integer", "minimum": 0},

@@ -64,3 +64,29 @@ def lens(
         result = torch.stack(rows)
         torch.testing.assert_close(result[-1], out.logits[0], rtol=1e-4, atol=1e-4)
         return result
+
+
+# Per family: (path of the first FFN linear inside block i, function from its output (and the
+# gate's, for gated MLPs) to the neuron activations), written from each architecture.
+def ffn_reference(family: str, model: Any, i: int) -> tuple[list[str], Any]:
+    act = F.gelu
+    if family == "gpt2":
+        return [f"transformer.h.{i}.mlp.c_fc"], lambda h: F.gelu(h[0], approximate="tanh")
+    if family in ("llama", "qwen2"):
+        base = f"model.layers.{i}.mlp"
+        return [f"{base}.gate_proj", f"{base}.up_proj"], lambda h: F.silu(h[0]) * h[1]
+    if family == "gpt_neox":
+        return [f"gpt_neox.layers.{i}.mlp.dense_h_to_4h"], lambda h: act(h[0])
+    if family == "opt":
+        return [f"model.decoder.layers.{i}.fc1"], lambda h: F.relu(h[0])
+    if family == "bloom":
+        return [f"transformer.h.{i}.mlp.dense_h_to_4h"], lambda h: F.gelu(h[0], approximate="tanh")
+    if family in ("bert", "roberta"):
+        return [f"{family}.encoder.layer.{i}.intermediate.dense"], lambda h: act(h[0])
+    if family == "distilbert":
+        return [f"distilbert.transformer.layer.{i}.ffn.lin1"], lambda h: act(h[0])
+    if family == "t5":
+        return [f"encoder.block.{i}.layer.1.DenseReluDense.wi"], lambda h: F.relu(h[0])
+    if family == "bart":
+        return [f"model.encoder.layers.{i}.fc1"], lambda h: act(h[0])
+    raise KeyError(family)

@@ -1,0 +1,176 @@
+"""FFN neuron activations at every position, captured with hooks in one forward pass.
+
+A block's neuron activations are the input of its FFN output projection (``spec.ffn_out``):
+``act(W_in x)`` for GPT-2/BERT-style MLPs, ``act(W_gate x) * (W_up x)`` for gated ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, cast
+
+import numpy as np
+import torch
+
+from .capture import capture_inputs, model_device
+from .checks import check_choice
+from .errors import InvalidArgumentError, InvalidTypeError
+from .lens import run_forward
+from .loading import LM
+from .model_spec import modules
+from .records import FLOAT_DTYPES, Activations, Generation, MaskedPredictions
+from .tokens import display_tokens
+
+STACKS = ("decoder", "encoder")
+
+
+def main_stack(kind: str) -> str:
+    """The stack that feeds the output: ``encoder`` for masked/encoder models, else ``decoder``."""
+    return "encoder" if kind in ("masked", "encoder") else "decoder"
+
+
+def stack_ffn_out(lm: LM, stack: str) -> tuple[str, ...]:
+    """FFN output projection paths of ``stack``, with a clear error if the model lacks it."""
+    check_choice("stack", stack, STACKS)
+    spec = lm.spec
+    if spec.kind == "encoder-decoder":
+        return spec.encoder_ffn_out if stack == "encoder" else spec.ffn_out
+    if stack != main_stack(spec.kind):
+        raise InvalidArgumentError(
+            f"{lm.name} is a {spec.kind} model with only a{'n' if stack == 'decoder' else ''} "
+            f"{main_stack(spec.kind)} stack; stack={stack!r} does not exist"
+        )
+    return spec.ffn_out
+
+
+Source = str | Generation | MaskedPredictions
+
+
+def select_layers(requested: Sequence[int] | int | None, n_layers: int) -> list[int]:
+    """Sorted, unique block indices; negative indices count from the end."""
+    if requested is None:
+        return list(range(n_layers))
+    items = [requested] if isinstance(requested, int) else list(requested)
+    if not items:
+        raise InvalidArgumentError("layers is empty; pass None for all layers or some indices")
+    chosen = set()
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, (int, np.integer)):
+            raise InvalidTypeError(f"layer indices must be integers, got {item!r}")
+        if not -n_layers <= item < n_layers:
+            raise InvalidArgumentError(
+                f"layer {item} is out of range; the stack has {n_layers} layers "
+                f"(valid: 0 to {n_layers - 1}, or -{n_layers} to -1)"
+            )
+        chosen.add(int(item) % n_layers)
+    return sorted(chosen)
+
+
+def _inputs(lm: LM, source: Source, stack: str) -> tuple[dict[str, torch.Tensor], list[int], int]:
+    """Model inputs, the token ids of the captured stack, and how many of them are input."""
+    device = model_device(lm.model)
+    if isinstance(source, str):
+        if not source.strip():
+            raise InvalidArgumentError("text is empty")
+        ids = list(lm.tokenizer(source, add_special_tokens=True)["input_ids"])
+        if lm.spec.max_positions is not None and len(ids) > lm.spec.max_positions:
+            raise InvalidArgumentError(
+                f"text of {len(ids)} tokens exceeds the model's limit of {lm.spec.max_positions}"
+            )
+        if lm.spec.kind == "encoder-decoder" and stack == "decoder":
+            raise InvalidArgumentError(
+                "decoder activations need a decoder sequence: pass a Generation, or stack='encoder'"
+            )
+        return {"input_ids": torch.tensor([ids], device=device)}, ids, len(ids)
+    if not isinstance(source, (Generation, MaskedPredictions)):
+        raise InvalidTypeError(
+            f"expected a text, a Generation or MaskedPredictions, got {type(source).__name__}"
+        )
+    all_ids = source.token_ids.tolist()
+    if lm.spec.vocab_size and max(all_ids) >= lm.spec.vocab_size:
+        raise InvalidArgumentError("the record's token ids do not fit this model's vocabulary")
+    n_input = source.n_input_tokens if isinstance(source, Generation) else len(all_ids)
+    n_enc = source.n_encoder_tokens if isinstance(source, Generation) else 0
+    if not n_enc:
+        return {"input_ids": torch.tensor([all_ids], device=device)}, all_ids, n_input
+    encoder_ids, decoder_ids = all_ids[:n_enc], all_ids[n_enc:]
+    if stack == "encoder":
+        return {"input_ids": torch.tensor([encoder_ids], device=device)}, encoder_ids, n_enc
+    inputs = {
+        "input_ids": torch.tensor([encoder_ids], device=device),
+        "decoder_input_ids": torch.tensor([decoder_ids], device=device),
+    }
+    return inputs, decoder_ids, n_input - n_enc
+
+
+def _one(lm: LM, source: Source, layers: Any, dtype: str, stack: str) -> Activations:
+    spec = lm.spec
+    paths = stack_ffn_out(lm, stack)
+    chosen = select_layers(layers, len(paths))
+    inputs, ids, n_input = _inputs(lm, source, stack)
+    with capture_inputs(modules(lm.model, [paths[i] for i in chosen])) as captured:
+        run_forward(lm, inputs)
+    values = np.stack(
+        # [positions, neurons] -> [neurons, positions]; some models (OPT) flatten batch and
+        # positions before the FFN, so reshape rather than index the batch.
+        [
+            c.detach().reshape(-1, c.shape[-1]).to("cpu", torch.float32).numpy().T
+            for c in captured
+            if c is not None
+        ]
+    ).astype(dtype)
+    if values.shape[0] != len(chosen):
+        raise InvalidArgumentError("some FFN layers did not run; check spec.ffn_out")
+    labels = spec.layer_labels(
+        "encoder" if spec.kind == "encoder-decoder" and stack == "encoder" else "decoder"
+    )
+    _, shown = display_tokens(lm.tokenizer, ids)
+    return Activations(
+        values=values,
+        layers=np.array(chosen, dtype=np.int64),
+        layer_labels=[labels[i] for i in chosen],
+        stack=stack,
+        token_ids=np.array(ids, dtype=np.int64),
+        tokens=shown,
+        n_input_tokens=n_input,
+        provenance=lm.provenance("activations", {"layers": chosen, "stack": stack, "dtype": dtype}),
+    )
+
+
+def activations(
+    lm: LM,
+    gen_or_text: Source | Sequence[Source],
+    *,
+    layers: Sequence[int] | int | None = None,
+    dtype: str | None = None,
+    stack: str | None = None,
+) -> Activations | tuple[Activations, ...]:
+    """FFN neuron activations at every position (prompt and generated tokens).
+
+    Parameters
+    ----------
+    gen_or_text : a text, a :class:`Generation`, a :class:`MaskedPredictions`, or a list of
+        them (one record each, positions of each kept apart).
+    layers : block indices to capture (default all); only those are held in memory.
+    dtype : ``float32`` (default), ``float16`` or ``float64`` for the values.
+    stack : ``decoder`` or ``encoder``. Decoder-only models have only a decoder stack, masked and
+        encoder models only an encoder stack; encoder-decoder models have both (default:
+        ``encoder`` for a text, ``decoder`` for a Generation).
+
+    Returns
+    -------
+    Activations with ``values`` [n_layers, n_neurons, n_positions], or a tuple of them.
+    """
+    dtype = check_choice("dtype", dtype or "float32", FLOAT_DTYPES)
+    single = isinstance(gen_or_text, (str, Generation, MaskedPredictions))
+    sources: list[Any] = [gen_or_text] if single else list(cast(Sequence[Source], gen_or_text))
+    if not sources:
+        raise InvalidArgumentError("no texts given")
+    records = []
+    for source in sources:
+        chosen_stack = stack
+        if chosen_stack is None:
+            text_to_enc_dec = isinstance(source, str) and lm.spec.kind == "encoder-decoder"
+            chosen_stack = "encoder" if text_to_enc_dec else main_stack(lm.spec.kind)
+        records.append(_one(lm, source, layers, dtype, chosen_stack))
+    return records[0] if single else tuple(records)
