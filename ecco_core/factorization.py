@@ -69,8 +69,9 @@ def _promoted(
     """int64 [n_components, k]: top tokens of each factor's direction in the unembedding.
 
     Each factor's neuron loadings are mapped into the residual stream through the FFN output
-    projections of their layers (bias removed) and summed; the output embedding then scores
-    every token against that direction (a direct logit attribution of the factor).
+    projections of their layers (bias removed) and summed, scaled by the final norm's
+    per-dimension gain when it has one; the output embedding then scores every token against
+    that direction (a direct logit attribution of the factor).
     """
     spec = lm.spec
     output = cast(Any, lm.model).get_output_embeddings()
@@ -86,6 +87,10 @@ def _promoted(
                 neuron_factors[:, j * n_neurons : (j + 1) * n_neurons], device=weight.device
             ).to(weight.dtype)
             direction += (proj(loads) - proj(torch.zeros_like(loads))).float()
+        norm = lm.model.get_submodule(spec.final_norm) if spec.final_norm else None
+        gain = getattr(norm, "weight", None)
+        if isinstance(gain, torch.Tensor) and gain.shape == (spec.hidden_size,):
+            direction = direction * gain.float()  # the final norm's per-dimension gain
         scores = direction.to(weight.dtype) @ weight.T
         return cast(np.ndarray, torch.topk(scores.float(), k, dim=-1).indices.cpu().numpy())
 

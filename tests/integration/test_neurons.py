@@ -27,7 +27,9 @@ def test_activations_match_ffn_reference(tiny_lm, family: str) -> None:  # type:
         paths, activation = reference.ffn_reference(family, lm.model, i)
         outputs: list[torch.Tensor] = []
         handles = [
-            lm.model.get_submodule(p).register_forward_hook(lambda m, a, o: outputs.append(o))
+            lm.model.get_submodule(p).register_forward_hook(
+                lambda m, a, o, store=outputs: store.append(o)
+            )
             for p in paths
         ]
         try:

@@ -69,3 +69,41 @@ def test_minilm_is_an_encoder_without_lm_head(minilm: ec.LM) -> None:
     assert spec.ffn_out[0] == "encoder.layer.0.output.dense"
     with pytest.raises(ec.InvalidArgumentError, match="does not generate"):
         ec.generate(minilm, "hello")
+
+
+MIXED = (
+    "When she arrived, he greeted her, and they talked for hours. Later, we learned that "
+    "she had known him for years, but they had never met, so it was a surprise to us, "
+    "to them, and to everyone."
+)
+PRONOUNS = {" she", " he", " her", " him", " they", " them", " we", " us"}
+
+
+def _top_tokens(fac: ec.Factorization, component: int, n: int) -> list[str]:
+    order = np.argsort(-fac.token_factors[component], kind="stable")[:n]
+    return [fac.tokens[i] for i in order]
+
+
+def test_minilm_factors_separate_commas_and_pronouns(minilm: ec.LM) -> None:
+    acts = ec.activations(minilm, MIXED)
+    assert isinstance(acts, ec.Activations) and acts.values.shape[:2] == (6, 1536)
+    fac = ec.factorize(acts, n_components=8)
+    tops = [_top_tokens(fac, c, 6) for c in range(8)]
+    assert any(all(t == " ," for t in top) for top in tops), tops
+    assert any(set(top[:5]) <= PRONOUNS for top in tops), tops
+    assert fac.promoted_ids.shape == (8, 0)  # no LM head in this encoder
+
+
+def test_smollm2_factorization_of_generated_text(smollm2: ec.LM, eiffel: ec.Generation) -> None:
+    acts = ec.activations(smollm2, eiffel)
+    assert isinstance(acts, ec.Activations)
+    assert acts.values.shape == (30, 1536, eiffel.n_tokens)
+    fac = ec.factorize(acts, n_components=10, lm=smollm2)
+    assert fac.token_factors.shape == (10, eiffel.n_tokens)
+    assert fac.promoted_ids.shape == (10, 10)
+    matrix = np.maximum(acts.values.reshape(-1, eiffel.n_tokens).T, 0)
+    residual = matrix - fac.token_factors.T @ fac.neuron_factors
+    assert fac.reconstruction_error == pytest.approx(np.linalg.norm(residual), rel=1e-3)
+    assert fac.reconstruction_error < 0.5 * np.linalg.norm(matrix)
+    again = ec.factorize(acts, n_components=10)
+    np.testing.assert_array_equal(again.token_factors, fac.token_factors)  # deterministic
