@@ -9,11 +9,13 @@ Pure functions turn a model and a prompt into immutable, serializable records::
     preds = ec.layer_predictions(lm, gen, gen.n_input_tokens)
     acts = ec.activations(lm, gen)                   # values[layer, neuron, position]
     nmf = ec.factorize(acts, n_components=8, lm=lm)  # token and neuron factors
+    attr = ec.attribute(lm, gen)                     # scores[generated token, source token]
     ec.load_record(gen.to_json()) == gen
 
 The core never imports IPython, anywidget or altair; the front ends live in ``ecco_adapters``.
 """
 
+from .attribution import attribute, list_methods
 from .errors import (
     EccoError,
     InvalidArgumentError,
@@ -30,6 +32,7 @@ from .model_spec import ModelSpec, infer_spec
 from .neurons import activations
 from .records import (
     Activations,
+    Attributions,
     Factorization,
     Generation,
     LayerPredictions,
@@ -48,6 +51,7 @@ __all__ = [
     "DEFAULT_MODEL_ID",
     "LM",
     "Activations",
+    "Attributions",
     "EccoError",
     "Factorization",
     "Generation",
@@ -64,11 +68,13 @@ __all__ = [
     "UnsupportedModelError",
     "__version__",
     "activations",
+    "attribute",
     "factorize",
     "generate",
     "infer_spec",
     "json_schema",
     "layer_predictions",
+    "list_methods",
     "list_record_kinds",
     "load",
     "load_record",

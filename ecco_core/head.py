@@ -21,9 +21,12 @@ from .errors import UnsupportedModelError
 
 
 def head_by_forward(
-    model: nn.Module, kind: str, head_input: str, hidden: torch.Tensor
+    model: nn.Module, kind: str, head_input: str, hidden: torch.Tensor, *, grad: bool = False
 ) -> torch.Tensor:
-    """LM head applied through the model's forward: hidden [..., d] -> logits [..., vocab]."""
+    """LM head applied through the model's forward: hidden [..., d] -> logits [..., vocab].
+
+    With ``grad=True`` the result is differentiable with respect to ``hidden``.
+    """
     shape = hidden.shape
     flat = hidden.reshape(1, -1, shape[-1])
     ids = torch.zeros((1, 1), dtype=torch.long, device=model_device(model))
@@ -31,7 +34,7 @@ def head_by_forward(
     target = model.get_submodule(head_input)
     with (
         analysis_mode(model),
-        torch.inference_mode(),
+        torch.inference_mode(not grad),
         replace_output(target, flat),
         capture_outputs([target]) as seen,
     ):
@@ -44,10 +47,10 @@ def head_by_forward(
     return logits.reshape(*shape[:-1], logits.shape[-1])
 
 
-def head_by_linear(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+def head_by_linear(model: nn.Module, hidden: torch.Tensor, *, grad: bool = False) -> torch.Tensor:
     """The output embedding as a linear map: hidden [..., d] -> logits [..., vocab]."""
     output = cast(Any, model).get_output_embeddings()
-    with torch.inference_mode():
+    with torch.inference_mode(not grad):
         return F.linear(hidden, output.weight, getattr(output, "bias", None))
 
 

@@ -574,3 +574,74 @@ class Factorization(Record):
     def n_components(self) -> int:
         """Number of factors."""
         return int(self.token_factors.shape[0])
+
+
+@register
+@attrs.frozen(kw_only=True)
+class Attributions(Record):
+    """How much each source token contributed to each predicted token.
+
+    Attributes
+    ----------
+    scores : float32 [n_targets, n_tokens] one score per predicted token and source token;
+        zero beyond each prediction's prefix (for ``l2``/``l1`` aggregation each row sums to 1).
+    values : float32 [n_targets, n_tokens, hidden] per-embedding-dimension attributions with
+        ``aggregation="none"``; shape [0, 0, 0] otherwise.
+    token_ids : int64 [n_tokens]; tokens : display strings [n_tokens] (for encoder-decoder
+        models: encoder tokens, then decoder tokens).
+    n_input_tokens, n_encoder_tokens : as in :class:`Generation` (masked LMs: n_tokens and 0).
+    target_positions : int64 [n_targets] absolute index of each predicted token.
+    target_ids : int64 [n_targets] the tokens explained; foil_id : contrast token or -1.
+    target_values : float32 [n_targets] the explained quantity at the real input (probability,
+        logit or log-probability; minus the foil's with a foil).
+    convergence_delta : float32 [n_targets] integrated gradients' completeness gap
+        ``sum(raw attributions) - (f(input) - f(baseline))``; shape [0] for other methods.
+    method, target, aggregation, baseline : the options used.
+    precision : ``fp32``, ``tf32`` or ``bf16``; precision_deviation : largest absolute
+        difference of normalized scores from an fp32 run on a sample (0 for fp32).
+    """
+
+    KIND: ClassVar[str] = "Attributions"
+    VERSION: ClassVar[int] = 1
+
+    scores: np.ndarray = array_field("float32", 2)
+    values: np.ndarray = array_field("float32", 3)
+    token_ids: np.ndarray = array_field("int64", 1)
+    tokens: Sequence[str] = tokens_field()
+    n_input_tokens: int = int_field()
+    n_encoder_tokens: int = int_field()
+    target_positions: np.ndarray = array_field("int64", 1)
+    target_ids: np.ndarray = array_field("int64", 1)
+    foil_id: int = int_field()
+    target_values: np.ndarray = array_field("float32", 1)
+    convergence_delta: np.ndarray = array_field("float32", 1)
+    method: str = str_field()
+    target: str = str_field()
+    aggregation: str = str_field()
+    baseline: str = str_field()
+    precision: str = str_field()
+    precision_deviation: float = float_field()
+    provenance: Provenance = provenance_field()
+
+    def __attrs_post_init__(self) -> None:
+        n_targets, n_tokens = self.scores.shape
+        _require(
+            self.token_ids.shape == (n_tokens,) and len(self.tokens) == n_tokens,
+            f"token_ids and tokens must have {n_tokens} entries",
+        )
+        for name in ("target_positions", "target_ids", "target_values"):
+            _require(
+                getattr(self, name).shape == (n_targets,), f"{name} must have {n_targets} entries"
+            )
+        _require(
+            self.convergence_delta.shape in ((0,), (n_targets,)),
+            f"convergence_delta must have 0 or {n_targets} entries",
+        )
+        _require(
+            self.values.shape[:2] in ((0, 0), (n_targets, n_tokens)),
+            f"values must be empty or [{n_targets}, {n_tokens}, hidden]",
+        )
+        _require(
+            bool(((self.target_positions >= 0) & (self.target_positions < n_tokens)).all()),
+            "target_positions must index tokens",
+        )

@@ -1,0 +1,567 @@
+"""Input attributions: how much each source token contributed to each predicted token.
+
+Defaults reproduce Ecco: the explained quantity is the probability of the generated token, the
+inputs are the token embeddings (the model adds position embeddings as usual), integrated
+gradients use a zero baseline and 50 Gauss-Legendre steps, and each token's score is the L2 norm
+of its attribution over embedding dimensions, normalized to sum 1 per predicted token.
+
+Gradient methods (integrated gradients, saliency, grad x input) are computed natively: one
+forward pass over the whole sequence per batch of interpolation points serves every generated
+token (the causal mask makes position ``t`` depend only on its prefix, so this equals running
+each prefix separately), the LM head is applied only at the predicting positions, one
+vector-Jacobian product per generated token gives the input gradients, and parameter gradients
+are switched off. The other methods run captum on each prefix, as Ecco did.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, cast
+
+import attrs
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .capture import analysis_mode, model_device
+from .checks import check_choice, check_int
+from .errors import InvalidArgumentError, InvalidTypeError
+from .head import head_by_forward, head_by_linear
+from .lens import watch_ids
+from .loading import LM
+from .records import Attributions, Generation, MaskedPredictions
+
+TARGETS = ("probability", "logit", "log_probability")
+AGGREGATIONS = ("l2", "l1", "sum", "none")
+PRECISIONS = ("fp32", "tf32", "bf16")
+BASELINES = ("zeros", "pad", "unk", "mask")
+ALIASES = {
+    "ig": "integrated_gradients",
+    "gradient": "saliency",
+    "input_x_gradient": "grad_x_input",
+    "dl": "deep_lift",
+    "dls": "deep_lift_shap",
+    "gb": "guided_backprop",
+    "deconv": "deconvolution",
+    "gs": "gradient_shap",
+    "ablation": "feature_ablation",
+}
+UNSOUND = {
+    "guided_gradcam": (
+        "Guided Grad-CAM needs a convolutional layer whose spatial feature maps it weights; "
+        "transformer blocks have none, so the result would be meaningless"
+    ),
+    "layer_relevance_propagation": (
+        "captum's LRP has rules only for linear, convolution, ReLU and pooling layers; "
+        "attention, layer norm and GELU/SiLU in transformer blocks have no sound rule there"
+    ),
+}
+UNSOUND["lrp"] = UNSOUND["layer_relevance_propagation"]
+TOKEN_LEVEL = ("feature_ablation", "occlusion", "lime", "kernel_shap")
+
+
+@attrs.frozen
+class _Task:
+    """What to explain: inputs and the predictions to attribute.
+
+    ``embeds`` [1, n_rows, hidden] are the model inputs (encoder rows first for encoder-decoder
+    models); row ``r`` is source token column ``r``. Step ``s`` explains ``target_ids[s]``
+    predicted from the output at ``rows[s]``; it sees rows ``[0, visible[s])``.
+    """
+
+    lm: LM
+    embeds: torch.Tensor
+    n_encoder_rows: int
+    rows: list[int]
+    visible: list[int]
+    target_ids: list[int]
+    foil_id: int
+    target: str
+
+
+def _score(task: _Task, logits: torch.Tensor, step: int) -> torch.Tensor:
+    """logits [B, vocab] -> the explained quantity [B] for ``step``."""
+    logits = logits.float()
+    if task.target == "probability":
+        values = torch.softmax(logits, dim=-1)
+    elif task.target == "log_probability":
+        values = torch.log_softmax(logits, dim=-1)
+    else:
+        values = logits
+    out = values[:, task.target_ids[step]]
+    if task.foil_id >= 0:
+        out = out - values[:, task.foil_id]
+    return out
+
+
+def _head(lm: LM, hidden: torch.Tensor) -> torch.Tensor:
+    spec = lm.spec
+    if spec.head_is_linear:
+        return head_by_linear(lm.model, hidden, grad=True)
+    return head_by_forward(lm.model, spec.kind, str(spec.head_input), hidden, grad=True)
+
+
+def _target_values(task: _Task, x: torch.Tensor, steps: Sequence[int]) -> torch.Tensor:
+    """Explained quantity of ``steps`` for inputs x [B, n, hidden] -> [B, len(steps)].
+
+    ``x`` may hold only a prefix of the rows, as long as it covers the steps' rows.
+    """
+    lm = task.lm
+    model = cast(Any, lm.model)
+    if lm.spec.kind == "encoder-decoder":
+        n_enc = task.n_encoder_rows
+        logits = model(
+            inputs_embeds=x[:, :n_enc], decoder_inputs_embeds=x[:, n_enc:], use_cache=False
+        ).logits
+        columns = [_score(task, logits[:, task.rows[s] - n_enc], s) for s in steps]
+    else:
+        runner = model.get_submodule(str(lm.spec.head_input))
+        extra = {"use_cache": False} if lm.spec.kind == "causal" else {}
+        hidden = runner(inputs_embeds=x, **extra)[0]
+        columns = [_score(task, _head(lm, hidden[:, task.rows[s]]), s) for s in steps]
+    return torch.stack(columns, dim=1)
+
+
+def _make_task(lm: LM, record: Any, target: str, foil: int | str | None) -> _Task:
+    if not isinstance(record, (Generation, MaskedPredictions)):
+        raise InvalidTypeError(
+            f"attribute needs a Generation or MaskedPredictions record, got {type(record).__name__}"
+        )
+    spec = lm.spec
+    ids = record.token_ids
+    if spec.vocab_size and (ids.min() < 0 or ids.max() >= spec.vocab_size):
+        raise InvalidArgumentError(
+            f"record has token ids up to {int(ids.max())} but the model's vocabulary has "
+            f"{spec.vocab_size}: the record comes from another model"
+        )
+    foil_id = -1 if foil is None else watch_ids(lm, [foil])[0]
+    device = model_device(lm.model)
+    embedding = lm.model.get_submodule(spec.embedding)
+    if isinstance(record, MaskedPredictions):
+        if spec.kind != "masked":
+            raise InvalidArgumentError("a MaskedPredictions record needs a masked LM")
+        if record.positions.size == 0:
+            raise InvalidArgumentError("the record has no mask positions to explain")
+        rows = record.positions.tolist()
+        targets = record.top_ids[:, 0].tolist()
+        source = ids
+        n_enc = 0
+        visible = [len(ids)] * len(rows)
+    else:
+        if record.model_kind != spec.kind:
+            raise InvalidArgumentError(
+                f"record comes from a {record.model_kind} model but {lm.name} is {spec.kind}"
+            )
+        if record.n_generated == 0:
+            raise InvalidArgumentError("the generation has no generated tokens to explain")
+        source = ids[:-1]
+        rows = list(range(record.n_input_tokens - 1, record.n_tokens - 1))
+        targets = ids[record.n_input_tokens :].tolist()
+        n_enc = record.n_encoder_tokens
+        visible = [r + 1 for r in rows]
+    with torch.no_grad():
+        embeds = embedding(torch.tensor(np.array(source), device=device)[None]).detach()
+    return _Task(lm, embeds, n_enc, rows, visible, targets, foil_id, target)
+
+
+def _baseline(lm: LM, task: _Task, baseline: Any) -> torch.Tensor:
+    """Baseline embeddings [1, n_rows, hidden]."""
+    embeds = task.embeds
+    if isinstance(baseline, str):
+        check_choice("baseline", baseline, BASELINES)
+        if baseline == "zeros":
+            return torch.zeros_like(embeds)
+        token_id = getattr(lm.tokenizer, f"{baseline}_token_id", None)
+        if token_id is None:
+            raise InvalidArgumentError(
+                f"baseline={baseline!r}: the tokenizer has no {baseline} token; use 'zeros' or "
+                "another token"
+            )
+        embedding = lm.model.get_submodule(lm.spec.embedding)
+        with torch.no_grad():
+            row = embedding(torch.tensor([[token_id]], device=embeds.device)).detach()
+        return row.expand_as(embeds).clone()
+    tensor = torch.as_tensor(baseline, dtype=embeds.dtype, device=embeds.device)
+    n_rows, hidden = embeds.shape[1:]
+    if tensor.shape == (hidden,):
+        return tensor.expand_as(embeds).clone()
+    if tensor.shape in ((n_rows, hidden), (1, n_rows, hidden)):
+        return tensor.reshape(embeds.shape).clone()
+    raise InvalidArgumentError(
+        f"baseline tensor has shape {tuple(tensor.shape)}; expected ({hidden},) for every token "
+        f"or ({n_rows}, {hidden}) for each input token"
+    )
+
+
+@contextlib.contextmanager
+def _input_gradients_only(model: nn.Module) -> Iterator[None]:
+    """Switch off parameter gradients (restored after) and enter eval mode."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        with analysis_mode(model), torch.enable_grad():
+            yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+@contextlib.contextmanager
+def _precision(mode: str, device: torch.device) -> Iterator[None]:
+    if mode == "fp32":
+        yield
+    elif mode == "tf32":
+        previous = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = previous
+    else:
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+            yield
+
+
+def _gauss_legendre(n_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    nodes, weights = np.polynomial.legendre.leggauss(n_steps)
+    return torch.tensor((nodes + 1) / 2), torch.tensor(weights / 2)
+
+
+def _native(
+    task: _Task,
+    method: str,
+    base: torch.Tensor,
+    n_steps: int,
+    batch_size: int | None,
+    steps: Sequence[int],
+    progress: Any,
+) -> torch.Tensor:
+    """Raw attributions [len(steps), n_rows, hidden] of a gradient method."""
+    x = task.embeds
+    if method == "integrated_gradients":
+        alphas, weights = _gauss_legendre(n_steps)
+    else:
+        alphas, weights = torch.ones(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64)
+    n_rows = x.shape[1]
+    size = batch_size or max(1, min(len(alphas), 400 // max(1, n_rows)))
+    total = torch.zeros((len(steps), *x.shape[1:]), dtype=torch.float32, device=x.device)
+    bar = tqdm(total=len(alphas), desc=f"{method} ({len(steps)} tokens)", disable=progress)
+    start = 0
+    while start < len(alphas):
+        a = alphas[start : start + size].to(x.device, x.dtype)[:, None, None]
+        w = weights[start : start + size].to(x.device, torch.float32)[:, None, None]
+        try:
+            point = (base + a * (x - base)).detach().requires_grad_(True)
+            values = _target_values(task, point, steps)
+            for i in range(len(steps)):
+                (grad,) = torch.autograd.grad(
+                    values[:, i].sum(), point, retain_graph=i < len(steps) - 1
+                )
+                total[i] += (w * grad.float()).sum(dim=0)
+        except torch.OutOfMemoryError:
+            if point.device.type != "cuda" or size == 1:
+                raise
+            size = max(1, size // 2)
+            torch.cuda.empty_cache()
+            continue
+        bar.update(len(a))
+        start += len(a)
+    bar.close()
+    if method == "saliency":
+        return total.abs()
+    return total * (x - base).float()[0]
+
+
+@contextlib.contextmanager
+def _seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed torch and numpy (captum draws from both); restore both states after."""
+    numpy_state = np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            np.random.seed(seed)
+            yield
+    finally:
+        np.random.set_state(numpy_state)
+
+
+def _shap_baselines(task: _Task, base: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """[n, n_rows, hidden]: the baseline plus Gaussian perturbations of it (fixed seed)."""
+    weight = cast(torch.Tensor, task.lm.model.get_submodule(task.lm.spec.embedding).weight)
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.randn((n - 1, *base.shape[1:]), generator=generator).to(base)
+    return torch.cat([base, base + 0.1 * float(weight.std()) * noise])
+
+
+class _StepModule(nn.Module):
+    """Wraps one prediction as a module for captum methods that hook the model's layers."""
+
+    def __init__(self, model: nn.Module, function: Callable[[torch.Tensor], torch.Tensor]):
+        super().__init__()
+        self.model = model
+        self.function = function
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.function(x)
+
+
+def _captum(
+    task: _Task,
+    method: str,
+    base: torch.Tensor,
+    n_samples: int,
+    seed: int,
+    steps: Sequence[int],
+    progress: Any,
+) -> torch.Tensor:
+    """Raw attributions [len(steps), n_rows, hidden] from captum, one prefix at a time."""
+    import captum.attr as ca
+    from captum._utils.models.linear_model import SkLearnLinearRegression
+
+    x = task.embeds
+    out = torch.zeros((len(steps), *x.shape[1:]), dtype=torch.float32, device=x.device)
+    for i, step in enumerate(tqdm(steps, desc=method, disable=progress)):
+        n = task.visible[step]
+        inputs, baseline = x[:, :n].detach().clone(), base[:, :n].detach().clone()
+
+        def forward(z: torch.Tensor, step: int = step) -> torch.Tensor:
+            return _target_values(task, z, [step])[:, 0]
+
+        module = _StepModule(task.lm.model, forward)
+        mask = torch.arange(n, device=x.device)[None, :, None].expand_as(inputs)
+        per_eval = max(1, min(16, n))
+        with _seeded(seed, x.device), warnings.catch_warnings():
+            # captum warns about hooks and input gradients it handles itself.
+            warnings.simplefilter("ignore", UserWarning)
+            if method == "deep_lift":
+                attr = ca.DeepLift(module).attribute(inputs, baselines=baseline)
+            elif method == "deep_lift_shap":
+                shap_base = _shap_baselines(task, baseline, max(2, n_samples), seed)
+                attr = ca.DeepLiftShap(module).attribute(inputs, baselines=shap_base)
+            elif method == "guided_backprop":
+                attr = ca.GuidedBackprop(module).attribute(inputs)
+            elif method == "deconvolution":
+                attr = ca.Deconvolution(module).attribute(inputs)
+            elif method == "gradient_shap":
+                shap_base = _shap_baselines(task, baseline, max(2, n_samples), seed)
+                attr = ca.GradientShap(forward).attribute(
+                    inputs, baselines=shap_base, n_samples=n_samples
+                )
+            elif method == "feature_ablation":
+                attr = ca.FeatureAblation(forward).attribute(
+                    inputs, baselines=baseline, feature_mask=mask, perturbations_per_eval=per_eval
+                )
+            elif method == "occlusion":
+                attr = ca.Occlusion(forward).attribute(
+                    inputs,
+                    sliding_window_shapes=(1, x.shape[2]),
+                    strides=(1, x.shape[2]),
+                    baselines=baseline,
+                    perturbations_per_eval=per_eval,
+                )
+            elif method == "lime":
+                # Ordinary least squares: captum's default Lasso zeroes the small effects
+                # typical of probabilities.
+                attr = ca.Lime(forward, interpretable_model=SkLearnLinearRegression()).attribute(
+                    inputs,
+                    baselines=baseline,
+                    feature_mask=mask,
+                    n_samples=n_samples,
+                    perturbations_per_eval=per_eval,
+                )
+            else:
+                attr = ca.KernelShap(forward).attribute(
+                    inputs,
+                    baselines=baseline,
+                    feature_mask=mask,
+                    n_samples=n_samples,
+                    perturbations_per_eval=per_eval,
+                )
+        out[i, :n] = attr[0].detach().float()
+    return out
+
+
+NATIVE = ("integrated_gradients", "saliency", "grad_x_input")
+CAPTUM = (
+    "deep_lift",
+    "deep_lift_shap",
+    "guided_backprop",
+    "deconvolution",
+    "gradient_shap",
+    "feature_ablation",
+    "occlusion",
+    "lime",
+    "kernel_shap",
+)
+
+
+def list_methods() -> list[str]:
+    """Attribution methods that work, by canonical name (aliases: see ``ALIASES``)."""
+    return [*NATIVE, *CAPTUM]
+
+
+def resolve_method(method: str) -> str:
+    """Canonical method name for ``method`` or one of its aliases, else a clear error."""
+    if not isinstance(method, str):
+        raise InvalidTypeError(f"method must be a string, got {type(method).__name__}")
+    name = ALIASES.get(method.lower(), method.lower())
+    if name in UNSOUND:
+        raise InvalidArgumentError(
+            f"method {method!r} is not offered: {UNSOUND[name]}. Use integrated_gradients, "
+            "grad_x_input or feature_ablation instead"
+        )
+    if name not in list_methods():
+        valid = ", ".join(list_methods())
+        aliases = ", ".join(f"{k}={v}" for k, v in ALIASES.items())
+        raise InvalidArgumentError(
+            f"unknown attribution method {method!r}; valid: {valid} (aliases: {aliases})"
+        )
+    return name
+
+
+def _aggregate(
+    raw: np.ndarray, aggregation: str, token_level: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """raw [T, n, hidden] -> (scores [T, n], values [T, n, hidden] or empty)."""
+    if token_level:
+        per_token = raw[..., 0]  # the same value on every dimension of a token
+        magnitude, signed = np.abs(per_token), per_token
+    else:
+        magnitude = (
+            np.linalg.norm(raw, axis=-1) if aggregation == "l2" else np.abs(raw).sum(axis=-1)
+        )
+        signed = raw.sum(axis=-1)
+    if aggregation in ("l2", "l1"):
+        sums = magnitude.sum(axis=1, keepdims=True)
+        scores = np.divide(magnitude, sums, out=np.zeros_like(magnitude), where=sums > 0)
+    else:
+        scores = signed
+    values = raw if aggregation == "none" else np.zeros((0, 0, 0), dtype=np.float32)
+    return scores.astype(np.float32), values.astype(np.float32)
+
+
+def attribute(
+    lm: LM,
+    gen: Generation | MaskedPredictions,
+    method: str = "integrated_gradients",
+    *,
+    target: str = "probability",
+    foil: int | str | None = None,
+    aggregation: str = "l2",
+    n_steps: int = 50,
+    baseline: Any = "zeros",
+    batch_size: int | None = None,
+    precision: str = "fp32",
+    n_samples: int = 50,
+    seed: int = 0,
+    progress: bool | None = None,
+) -> Attributions:
+    """Attribute every generated token (or masked prediction) to the source tokens.
+
+    Parameters
+    ----------
+    lm : handle from :func:`ecco_core.load`.
+    gen : a :class:`Generation` (causal or encoder-decoder) or :class:`MaskedPredictions`
+        (each mask's top prediction is explained).
+    method : one of :func:`list_methods` or an alias (``ig``, ``gradient``, ``dl``, ``dls``,
+        ``gb``, ``deconv``, ...).
+    target : ``probability`` (Ecco), ``logit`` or ``log_probability`` of the predicted token.
+    foil : a token (id or single-token string): explain target minus foil, e.g. why
+        " London" rather than " Paris".
+    aggregation : ``l2`` (norm over embedding dims, rows sum to 1; Ecco), ``l1`` (same with
+        absolute sums), ``sum`` (signed), ``none`` (also keep per-dimension ``values``).
+    n_steps : integration steps of integrated gradients (Gauss-Legendre).
+    baseline : ``zeros``, ``pad``, ``unk``, ``mask`` (that token's embedding), or a tensor
+        [hidden] or [n_input_rows, hidden].
+    batch_size : interpolation points per forward pass (default: about 400 token rows per
+        pass); on CUDA an out-of-memory error halves it and goes on.
+    precision : ``fp32``; ``tf32`` (CUDA) or ``bf16`` record their measured deviation.
+    n_samples, seed : samples of the sampling methods (SHAP, LIME) and their random seed.
+    progress : show a progress bar (default: only in interactive terminals and notebooks).
+    """
+    name = resolve_method(method)
+    target = check_choice("target", target, TARGETS)
+    aggregation = check_choice("aggregation", aggregation, AGGREGATIONS)
+    precision = check_choice("precision", precision, PRECISIONS)
+    n_steps = check_int("n_steps", n_steps, 1)
+    n_samples = check_int("n_samples", n_samples, 1)
+    if batch_size is not None:
+        batch_size = check_int("batch_size", batch_size, 1)
+    if lm.spec.head_input is None:
+        raise InvalidArgumentError(f"{lm.name} has no LM head: there is no prediction to explain")
+    if aggregation == "none" and name in TOKEN_LEVEL:
+        raise InvalidArgumentError(
+            f"{name} scores whole tokens; aggregation='none' needs a gradient method"
+        )
+    device = model_device(lm.model)
+    if precision == "tf32" and device.type != "cuda":
+        raise InvalidArgumentError("precision='tf32' exists only on CUDA; use fp32 or bf16")
+    task = _make_task(lm, gen, target, foil)
+    base = _baseline(lm, task, baseline)
+    disable = None if progress is None else not progress
+    all_steps = list(range(len(task.rows)))
+
+    def run(steps: Sequence[int], mode: str) -> np.ndarray:
+        with _input_gradients_only(lm.model), _precision(mode, device):
+            if name in NATIVE:
+                raw = _native(task, name, base, n_steps, batch_size, steps, disable)
+            else:
+                raw = _captum(task, name, base, n_samples, seed, steps, disable)
+        return raw.detach().cpu().numpy()
+
+    raw = run(all_steps, precision)
+    scores, values = _aggregate(raw, aggregation, name in TOKEN_LEVEL)
+    deviation = 0.0
+    if precision != "fp32":
+        reference, _ = _aggregate(run([0], "fp32"), aggregation, name in TOKEN_LEVEL)
+        deviation = float(np.abs(reference[0] - scores[0]).max())
+    with _input_gradients_only(lm.model), torch.no_grad():
+        ends = _target_values(task, torch.cat([task.embeds, base]), all_steps).float().cpu()
+    delta = np.zeros(0, dtype=np.float32)
+    if name == "integrated_gradients":
+        delta = raw.sum(axis=(1, 2)) - (ends[0] - ends[1]).numpy()
+
+    n_tokens = gen.token_ids.shape[0]
+    pad = n_tokens - scores.shape[1]
+    scores = np.pad(scores, ((0, 0), (0, pad)))
+    if values.size:
+        values = np.pad(values, ((0, 0), (0, pad), (0, 0)))
+    is_gen = isinstance(gen, Generation)
+    positions = [r + 1 for r in task.rows] if is_gen else task.rows
+    baseline_name = baseline if isinstance(baseline, str) else "tensor"
+    params = {
+        "method": name,
+        "target": target,
+        "foil": task.foil_id,
+        "aggregation": aggregation,
+        "n_steps": n_steps,
+        "baseline": baseline_name,
+        "batch_size": batch_size,
+        "precision": precision,
+        "n_samples": n_samples,
+        "seed": seed,
+    }
+    return Attributions(
+        scores=scores,
+        values=values,
+        token_ids=gen.token_ids,
+        tokens=gen.tokens,
+        n_input_tokens=gen.n_input_tokens if is_gen else n_tokens,  # type: ignore[union-attr]
+        n_encoder_tokens=gen.n_encoder_tokens if is_gen else 0,  # type: ignore[union-attr]
+        target_positions=np.array(positions, dtype=np.int64),
+        target_ids=np.array(task.target_ids, dtype=np.int64),
+        foil_id=task.foil_id,
+        target_values=ends[0].numpy(),
+        convergence_delta=delta.astype(np.float32),
+        method=name,
+        target=target,
+        aggregation=aggregation,
+        baseline=baseline_name,
+        precision=precision,
+        precision_deviation=deviation,
+        provenance=lm.provenance("attribute", params),
+    )

@@ -1,0 +1,232 @@
+"""ec.attribute against captum applied directly to the same model and prefix."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from captum import attr as ca
+from captum._utils.models.linear_model import SkLearnLinearRegression
+from torch import nn
+
+import ecco_core as ec
+from ecco_core.attribution import _make_task, _shap_baselines
+from ecco_core.testing import ENCODER_DECODER_FAMILIES, FAMILIES, MASKED_FAMILIES
+
+PROMPT = "The Eiffel Tower is in"
+GENERATING = [f for f in FAMILIES if f not in MASKED_FAMILIES]
+
+
+def _record(lm: ec.LM, family: str) -> Any:
+    if family in MASKED_FAMILIES:
+        return ec.predict_masked(lm, f"the eiffel {lm.tokenizer.mask_token} is in paris.")
+    return ec.generate(lm, PROMPT, max_new_tokens=3, min_new_tokens=3)
+
+
+class Prefix(nn.Module):
+    """Independent forward for one prediction: embeddings of a prefix -> probability [B]."""
+
+    def __init__(self, lm: ec.LM, family: str, record: Any, step: int) -> None:
+        super().__init__()
+        self.model, self.family, self.record, self.step = lm.model, family, record, step
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rec, step = self.record, self.step
+        if self.family in MASKED_FAMILIES:
+            logits = self.model(inputs_embeds=x).logits[:, int(rec.positions[step])]
+            target = int(rec.top_ids[step, 0])
+        elif self.family in ENCODER_DECODER_FAMILIES:
+            n = rec.n_encoder_tokens
+            out = self.model(inputs_embeds=x[:, :n], decoder_inputs_embeds=x[:, n:])
+            logits = out.logits[:, -1]
+            target = int(rec.token_ids[rec.n_input_tokens + step])
+        else:
+            logits = self.model(inputs_embeds=x).logits[:, -1]
+            target = int(rec.token_ids[rec.n_input_tokens + step])
+        return torch.softmax(logits.float(), -1)[:, target]
+
+
+def _prefix_embeds(lm: ec.LM, record: Any, step: int) -> torch.Tensor:
+    if isinstance(record, ec.MaskedPredictions):
+        ids = record.token_ids
+    else:
+        ids = record.token_ids[: record.n_input_tokens + step]
+    with torch.no_grad():
+        return lm.model.get_input_embeddings()(torch.tensor(np.array(ids))[None]).detach()
+
+
+def _captum_direct(method: str, module: Prefix, x: torch.Tensor, task: Any) -> torch.Tensor:
+    zeros = torch.zeros_like(x)
+    n = x.shape[1]
+    mask = torch.arange(n)[None, :, None].expand_as(x)
+    per_eval = max(1, min(16, n))
+    torch.manual_seed(0)
+    np.random.seed(0)
+    if method == "integrated_gradients":
+        return ca.IntegratedGradients(module).attribute(x, baselines=zeros, n_steps=50)
+    if method == "saliency":
+        return ca.Saliency(module).attribute(x)
+    if method == "grad_x_input":
+        return ca.InputXGradient(module).attribute(x)
+    if method == "deep_lift":
+        return ca.DeepLift(module).attribute(x, baselines=zeros)
+    if method == "deep_lift_shap":
+        return ca.DeepLiftShap(module).attribute(x, baselines=_shap_baselines(task, zeros, 4, 0))
+    if method == "guided_backprop":
+        return ca.GuidedBackprop(module).attribute(x)
+    if method == "deconvolution":
+        return ca.Deconvolution(module).attribute(x)
+    if method == "gradient_shap":
+        return ca.GradientShap(module).attribute(
+            x, baselines=_shap_baselines(task, zeros, 4, 0), n_samples=4
+        )
+    if method in ("feature_ablation", "occlusion"):
+        return ca.FeatureAblation(module).attribute(
+            x, baselines=zeros, feature_mask=mask, perturbations_per_eval=per_eval
+        )
+    if method == "lime":
+        return ca.Lime(module, interpretable_model=SkLearnLinearRegression()).attribute(
+            x, baselines=zeros, feature_mask=mask, n_samples=4, perturbations_per_eval=per_eval
+        )
+    return ca.KernelShap(module).attribute(
+        x, baselines=zeros, feature_mask=mask, n_samples=4, perturbations_per_eval=per_eval
+    )
+
+
+def _expected_scores(raw: torch.Tensor, token_level: bool) -> np.ndarray:
+    values = raw[0].detach().double()
+    magnitude = values[:, 0].abs() if token_level else values.norm(dim=-1)
+    return (magnitude / magnitude.sum()).numpy()
+
+
+@pytest.mark.parametrize("method", ec.list_methods())
+@pytest.mark.parametrize("family", FAMILIES)
+def test_method_matches_captum_on_each_prefix(tiny_lm, family: str, method: str) -> None:  # type: ignore[no-untyped-def]
+    lm = tiny_lm(family)
+    record = _record(lm, family)
+    result = ec.attribute(lm, record, method, n_samples=4, progress=False)
+    task = _make_task(lm, record, "probability", None)
+    n_targets = len(result.target_ids)
+    assert result.scores.shape == (n_targets, len(record.token_ids))
+    for step in range(n_targets):
+        x = _prefix_embeds(lm, record, step)
+        module = Prefix(lm, family, record, step)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            raw = _captum_direct(method, module, x, task)
+        expected = _expected_scores(
+            raw, method in ("feature_ablation", "occlusion", "lime", "kernel_shap")
+        )
+        n = x.shape[1]
+        np.testing.assert_allclose(result.scores[step, :n], expected, rtol=2e-3, atol=2e-5)
+        assert (result.scores[step, n:] == 0).all()
+        assert (
+            result.scores[step].sum() == pytest.approx(1.0, abs=1e-5)
+            or result.scores[step].sum() == 0
+        )
+    assert ec.load_record(result.to_json()) == result
+
+
+def test_integrated_gradients_delta_targets_and_aggregations(tiny_lm) -> None:  # type: ignore[no-untyped-def]
+    lm = tiny_lm("llama")
+    gen = ec.generate(lm, PROMPT, max_new_tokens=3, min_new_tokens=3)
+    full = ec.attribute(lm, gen, "ig", aggregation="none", target="logit", progress=False)
+    step0 = _prefix_embeds(lm, gen, 0)
+    x = step0.clone()
+
+    def logit0(z: torch.Tensor) -> torch.Tensor:
+        return lm.model(inputs_embeds=z).logits[:, -1, int(gen.token_ids[gen.n_input_tokens])]
+
+    raw, delta = ca.IntegratedGradients(logit0).attribute(
+        x, baselines=torch.zeros_like(x), n_steps=50, return_convergence_delta=True
+    )
+    n = x.shape[1]
+    np.testing.assert_allclose(full.values[0, :n], raw[0].detach().numpy(), rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(
+        full.scores[0, :n], raw[0].sum(-1).detach().numpy(), rtol=1e-3, atol=1e-5
+    )
+    assert full.convergence_delta[0] == pytest.approx(float(delta[0]), abs=1e-4)
+    with torch.no_grad():
+        assert full.target_values[0] == pytest.approx(float(logit0(x)[0]), rel=1e-4)
+    l1 = ec.attribute(lm, gen, "ig", aggregation="l1", progress=False)
+    np.testing.assert_allclose(l1.scores.sum(1), 1.0, rtol=1e-5)
+    signed = ec.attribute(lm, gen, "ig", aggregation="sum", progress=False)
+    assert (signed.scores < 0).any() and signed.values.shape == (0, 0, 0)
+
+
+def test_contrastive_log_probability_and_baselines(tiny_lm) -> None:  # type: ignore[no-untyped-def]
+    lm = tiny_lm("gpt2")
+    gen = ec.generate(lm, PROMPT, max_new_tokens=2, min_new_tokens=2)
+    foil = 7
+    res = ec.attribute(
+        lm,
+        gen,
+        "grad_x_input",
+        target="log_probability",
+        foil=foil,
+        aggregation="sum",
+        progress=False,
+    )
+    x = _prefix_embeds(lm, gen, 0)
+    target = int(gen.token_ids[gen.n_input_tokens])
+
+    def contrast(z: torch.Tensor) -> torch.Tensor:
+        logp = torch.log_softmax(lm.model(inputs_embeds=z).logits[:, -1], -1)
+        return logp[:, target] - logp[:, foil]
+
+    raw = ca.InputXGradient(contrast).attribute(x)
+    np.testing.assert_allclose(
+        res.scores[0, : x.shape[1]], raw[0].sum(-1).detach().numpy(), rtol=1e-3, atol=1e-6
+    )
+    assert res.foil_id == foil and res.provenance.params["foil"] == foil
+    pad = ec.attribute(lm, gen, "ig", baseline="pad", n_steps=8, progress=False)
+    vec = ec.attribute(lm, gen, "ig", baseline=torch.zeros(32), n_steps=8, progress=False)
+    zero = ec.attribute(lm, gen, "ig", n_steps=8, progress=False)
+    np.testing.assert_allclose(vec.scores, zero.scores, rtol=1e-6)
+    assert not np.allclose(pad.scores, zero.scores)
+    batched = ec.attribute(lm, gen, "ig", n_steps=8, batch_size=3, progress=False)
+    np.testing.assert_allclose(batched.scores, zero.scores, rtol=1e-4, atol=1e-7)
+
+
+def test_bf16_reports_its_deviation(tiny_lm) -> None:  # type: ignore[no-untyped-def]
+    lm = tiny_lm("llama")
+    gen = ec.generate(lm, PROMPT, max_new_tokens=2, min_new_tokens=2)
+    res = ec.attribute(lm, gen, "ig", precision="bf16", n_steps=8, progress=False)
+    ref = ec.attribute(lm, gen, "ig", n_steps=8, progress=False)
+    assert res.precision == "bf16" and ref.precision_deviation == 0.0
+    assert res.precision_deviation == pytest.approx(
+        np.abs(res.scores[0] - ref.scores[0]).max(), abs=1e-6
+    )
+
+
+def test_bad_attribution_input(tiny_lm) -> None:  # type: ignore[no-untyped-def]
+    lm = tiny_lm("gpt2")
+    gen = ec.generate(lm, PROMPT, max_new_tokens=2, min_new_tokens=2)
+    with pytest.raises(
+        ec.InvalidArgumentError, match=r"unknown attribution method 'magic'.*integrated_gradients"
+    ):
+        ec.attribute(lm, gen, "magic")
+    with pytest.raises(ec.InvalidArgumentError, match="convolutional"):
+        ec.attribute(lm, gen, "guided_gradcam")
+    with pytest.raises(ec.InvalidArgumentError, match="LRP"):
+        ec.attribute(lm, gen, "lrp")
+    with pytest.raises(ec.InvalidArgumentError, match="not one"):
+        ec.attribute(lm, gen, foil="Eiffel Tower")
+    with pytest.raises(ec.InvalidArgumentError, match="n_steps=0"):
+        ec.attribute(lm, gen, n_steps=0)
+    with pytest.raises(ec.InvalidArgumentError, match="baseline tensor has shape"):
+        ec.attribute(lm, gen, baseline=torch.zeros(5, 5))
+    with pytest.raises(ec.InvalidArgumentError, match="tf32"):
+        ec.attribute(lm, gen, precision="tf32")
+    with pytest.raises(ec.InvalidArgumentError, match="target="):
+        ec.attribute(lm, gen, target="odds")
+    big = ec.load_record(
+        gen.to_json().replace(f'"data": [{gen.token_ids[0]},', '"data": [999999,', 1)
+    )
+    with pytest.raises(ec.InvalidArgumentError, match="another model"):
+        ec.attribute(lm, big)
+    assert "ig" not in ec.list_methods() and "integrated_gradients" in ec.list_methods()
+    assert ec.attribute(lm, gen, "dl", progress=False).method == "deep_lift"
