@@ -41,6 +41,9 @@ def test_calls_leave_model_unchanged(tiny_lm, family: str) -> None:  # type: ign
             assert gen.token_ids.tolist() == again.token_ids.tolist()  # eval mode: no dropout
             ec.rankings(lm, gen)
             ec.rankings_watch(lm, gen, [1, 2], gen.n_input_tokens)
+            for method in ("ig", "deep_lift", "guided_backprop", "lime"):
+                ec.attribute(lm, gen, method, n_steps=4, n_samples=4, progress=False)
+            ec.factorize(ec.activations(lm, gen), n_components=2, lm=lm)
         _assert_same(before, _state(model))
     finally:
         model.eval()
@@ -63,3 +66,22 @@ def test_hooks_removed_when_forward_raises(tiny_lm, monkeypatch) -> None:  # typ
     finally:
         handle.remove()
     _assert_same(before, _state(lm.model))
+
+
+def test_attribution_error_leaves_model_unchanged(tiny_lm) -> None:  # type: ignore[no-untyped-def]
+    lm = tiny_lm("gpt2")
+    gen = ec.generate(lm, "The Eiffel Tower", max_new_tokens=2, min_new_tokens=2)
+    lm.model.get_submodule(lm.spec.blocks[0]).requires_grad_(False)
+    try:
+        before = _state(lm.model)
+        block = lm.model.get_submodule(lm.spec.blocks[1])
+        handle = block.register_forward_hook(lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
+        try:
+            for method in ("ig", "deep_lift"):
+                with pytest.raises(RuntimeError, match="boom"):
+                    ec.attribute(lm, gen, method, n_steps=4, progress=False)
+        finally:
+            handle.remove()
+        _assert_same(before, _state(lm.model))
+    finally:
+        lm.model.requires_grad_(True)
