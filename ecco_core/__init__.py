@@ -25,7 +25,7 @@ from .errors import (
     UnsupportedModelError,
 )
 from .factorization import factorize
-from .generation import generate, predict_masked
+from .generation import classify, generate, predict_masked
 from .lens import layer_predictions, rankings, rankings_watch
 from .loading import DEFAULT_MODEL_ID, LM, library_version, load
 from .model_spec import ModelSpec, infer_spec
@@ -33,6 +33,7 @@ from .neurons import activations
 from .records import (
     Activations,
     Attributions,
+    Classification,
     Factorization,
     Generation,
     LayerPredictions,
@@ -52,6 +53,7 @@ __all__ = [
     "LM",
     "Activations",
     "Attributions",
+    "Classification",
     "EccoError",
     "Factorization",
     "Generation",
@@ -69,6 +71,7 @@ __all__ = [
     "__version__",
     "activations",
     "attribute",
+    "classify",
     "factorize",
     "generate",
     "infer_spec",

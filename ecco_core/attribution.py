@@ -32,7 +32,7 @@ from .errors import InvalidArgumentError, InvalidTypeError
 from .head import head_by_forward, head_by_linear
 from .lens import watch_ids
 from .loading import LM
-from .records import Attributions, Generation, MaskedPredictions
+from .records import Attributions, Classification, Generation, MaskedPredictions
 
 TARGETS = ("probability", "logit", "log_probability")
 AGGREGATIONS = ("l2", "l1", "sum", "none")
@@ -111,7 +111,10 @@ def _target_values(task: _Task, x: torch.Tensor, steps: Sequence[int]) -> torch.
     """
     lm = task.lm
     model = cast(Any, lm.model)
-    if lm.spec.kind == "encoder-decoder":
+    if lm.spec.kind == "classifier":
+        logits = model(inputs_embeds=x).logits
+        columns = [_score(task, logits, s) for s in steps]
+    elif lm.spec.kind == "encoder-decoder":
         n_enc = task.n_encoder_rows
         logits = model(
             inputs_embeds=x[:, :n_enc], decoder_inputs_embeds=x[:, n_enc:], use_cache=False
@@ -125,22 +128,44 @@ def _target_values(task: _Task, x: torch.Tensor, steps: Sequence[int]) -> torch.
     return torch.stack(columns, dim=1)
 
 
-def _make_task(lm: LM, record: Any, target: str, foil: int | str | None) -> _Task:
-    if not isinstance(record, (Generation, MaskedPredictions)):
+def _class_index(lm: LM, record: Classification, value: int | str, what: str) -> int:
+    labels = list(record.labels)
+    if isinstance(value, str):
+        if value not in labels:
+            raise InvalidArgumentError(f"{what} {value!r} is not a label; labels: {labels}")
+        return labels.index(value)
+    return check_int(what, value, 0, len(labels) - 1)
+
+
+def _make_task(
+    lm: LM, record: Any, target: str, foil: int | str | None, label: int | str | None
+) -> _Task:
+    if not isinstance(record, (Generation, MaskedPredictions, Classification)):
         raise InvalidTypeError(
-            f"attribute needs a Generation or MaskedPredictions record, got {type(record).__name__}"
+            "attribute needs a Generation, MaskedPredictions or Classification record, got "
+            f"{type(record).__name__}"
         )
     spec = lm.spec
     ids = record.token_ids
-    if spec.vocab_size and (ids.min() < 0 or ids.max() >= spec.vocab_size):
+    embedding = lm.model.get_submodule(spec.embedding)
+    n_vocab = int(cast(torch.Tensor, embedding.weight).shape[0])
+    if ids.min() < 0 or ids.max() >= n_vocab:
         raise InvalidArgumentError(
             f"record has token ids up to {int(ids.max())} but the model's vocabulary has "
-            f"{spec.vocab_size}: the record comes from another model"
+            f"{n_vocab}: the record comes from another model"
         )
-    foil_id = -1 if foil is None else watch_ids(lm, [foil])[0]
+    if label is not None and not isinstance(record, Classification):
+        raise InvalidArgumentError("label applies to Classification records only")
     device = model_device(lm.model)
-    embedding = lm.model.get_submodule(spec.embedding)
-    if isinstance(record, MaskedPredictions):
+    n_enc = 0
+    if isinstance(record, Classification):
+        if spec.kind != "classifier":
+            raise InvalidArgumentError("a Classification record needs a classifier model")
+        chosen = int(np.argmax(record.probs)) if label is None else label
+        targets = [_class_index(lm, record, chosen, "label")]
+        foil_id = -1 if foil is None else _class_index(lm, record, foil, "foil")
+        rows, visible, source = [len(ids) - 1], [len(ids)], ids
+    elif isinstance(record, MaskedPredictions):
         if spec.kind != "masked":
             raise InvalidArgumentError("a MaskedPredictions record needs a masked LM")
         if record.positions.size == 0:
@@ -148,8 +173,8 @@ def _make_task(lm: LM, record: Any, target: str, foil: int | str | None) -> _Tas
         rows = record.positions.tolist()
         targets = record.top_ids[:, 0].tolist()
         source = ids
-        n_enc = 0
         visible = [len(ids)] * len(rows)
+        foil_id = -1 if foil is None else watch_ids(lm, [foil])[0]
     else:
         if record.model_kind != spec.kind:
             raise InvalidArgumentError(
@@ -162,6 +187,7 @@ def _make_task(lm: LM, record: Any, target: str, foil: int | str | None) -> _Tas
         targets = ids[record.n_input_tokens :].tolist()
         n_enc = record.n_encoder_tokens
         visible = [r + 1 for r in rows]
+        foil_id = -1 if foil is None else watch_ids(lm, [foil])[0]
     with torch.no_grad():
         embeds = embedding(torch.tensor(np.array(source), device=device)[None]).detach()
     return _Task(lm, embeds, n_enc, rows, visible, targets, foil_id, target)
@@ -459,14 +485,16 @@ def attribute(
     n_samples: int = 50,
     seed: int = 0,
     progress: bool | None = None,
+    label: int | str | None = None,
 ) -> Attributions:
     """Attribute every generated token (or masked prediction) to the source tokens.
 
     Parameters
     ----------
     lm : handle from :func:`ecco_core.load`.
-    gen : a :class:`Generation` (causal or encoder-decoder) or :class:`MaskedPredictions`
-        (each mask's top prediction is explained).
+    gen : a :class:`Generation` (causal or encoder-decoder), a :class:`MaskedPredictions`
+        (each mask's top prediction is explained) or a :class:`Classification` (the class
+        ``label``, by default the predicted one, is explained).
     method : one of :func:`list_methods` or an alias (``ig``, ``gradient``, ``dl``, ``dls``,
         ``gb``, ``deconv``, ...).
     target : ``probability`` (Ecco), ``logit`` or ``log_probability`` of the predicted token.
@@ -482,6 +510,8 @@ def attribute(
     precision : ``fp32``; ``tf32`` (CUDA) or ``bf16`` record their measured deviation.
     n_samples, seed : samples of the sampling methods (SHAP, LIME) and their random seed.
     progress : show a progress bar (default: only in interactive terminals and notebooks).
+    label : for a Classification, the class (index or name) to explain; ``foil`` may then
+        name another class.
     """
     name = resolve_method(method)
     target = check_choice("target", target, TARGETS)
@@ -491,7 +521,7 @@ def attribute(
     n_samples = check_int("n_samples", n_samples, 1)
     if batch_size is not None:
         batch_size = check_int("batch_size", batch_size, 1)
-    if lm.spec.head_input is None:
+    if lm.spec.head_input is None and lm.spec.kind != "classifier":
         raise InvalidArgumentError(f"{lm.name} has no LM head: there is no prediction to explain")
     if aggregation == "none" and name in TOKEN_LEVEL:
         raise InvalidArgumentError(
@@ -500,7 +530,7 @@ def attribute(
     device = model_device(lm.model)
     if precision == "tf32" and device.type != "cuda":
         raise InvalidArgumentError("precision='tf32' exists only on CUDA; use fp32 or bf16")
-    task = _make_task(lm, gen, target, foil)
+    task = _make_task(lm, gen, target, foil, label)
     base = _baseline(lm, task, baseline)
     disable = None if progress is None else not progress
     all_steps = list(range(len(task.rows)))
@@ -531,7 +561,10 @@ def attribute(
     if values.size:
         values = np.pad(values, ((0, 0), (0, pad), (0, 0)))
     is_gen = isinstance(gen, Generation)
-    positions = [r + 1 for r in task.rows] if is_gen else task.rows
+    if isinstance(gen, Classification):
+        positions = [-1]
+    else:
+        positions = [r + 1 for r in task.rows] if is_gen else task.rows
     baseline_name = baseline if isinstance(baseline, str) else "tensor"
     params = {
         "method": name,

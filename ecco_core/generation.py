@@ -17,7 +17,7 @@ from .checks import check_int, check_prompts
 from .errors import InvalidArgumentError
 from .head import top_k_softmax
 from .loading import LM
-from .records import Generation, MaskedPredictions
+from .records import Classification, Generation, MaskedPredictions
 from .tokens import display_tokens
 
 
@@ -260,4 +260,32 @@ def predict_masked(lm: LM, text: str, *, top_k: int = 10) -> MaskedPredictions:
         top_tokens=_token_table(lm, top_ids),
         text=text,
         provenance=lm.provenance("predict_masked", {"top_k": top_k}),
+    )
+
+
+def classify(lm: LM, text: str) -> Classification:
+    """Class probabilities of a sequence-classification model for ``text``."""
+    if lm.spec.kind != "classifier":
+        raise InvalidArgumentError(
+            f"classify needs a sequence-classification model; {lm.name} is {lm.spec.kind}"
+        )
+    check_prompts(text)
+    ids = list(lm.tokenizer(text, add_special_tokens=True)["input_ids"])
+    if lm.spec.max_positions is not None and len(ids) > lm.spec.max_positions:
+        raise InvalidArgumentError(
+            f"text of {len(ids)} tokens exceeds the model's limit of {lm.spec.max_positions}"
+        )
+    with analysis_mode(lm.model), torch.inference_mode():
+        logits = cast(Any, lm.model)(input_ids=torch.tensor([ids], device=lm.device)).logits[0]
+    probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+    names = getattr(lm.model.config, "id2label", None) or {}
+    raw, shown = display_tokens(lm.tokenizer, ids)
+    return Classification(
+        token_ids=np.array(ids, dtype=np.int64),
+        tokens=shown,
+        raw_tokens=raw,
+        labels=[str(names.get(i, f"LABEL_{i}")) for i in range(len(probs))],
+        probs=probs,
+        text=text,
+        provenance=lm.provenance("classify", {}),
     )

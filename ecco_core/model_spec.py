@@ -3,8 +3,8 @@
 There is no per-model table. :func:`infer_spec` looks at the loaded module tree:
 
 - kind: ``encoder-decoder`` (``config.is_encoder_decoder``), ``causal`` (an LM head and
-  ``can_generate()``), ``masked`` (an LM head that does not generate) or ``encoder`` (no LM head,
-  e.g. a bare ``BertModel``);
+  ``can_generate()``), ``masked`` (an LM head that does not generate), ``classifier`` (a
+  ``*ForSequenceClassification`` model) or ``encoder`` (no head, e.g. a bare ``BertModel``);
 - blocks: in each stack (the base model, or the encoder and the decoder), the ``ModuleList`` of
   identical modules holding the most parameters;
 - final norm: the one norm module (class name containing "norm", name not containing "emb")
@@ -34,7 +34,7 @@ from .capture import model_device
 from .errors import InvalidArgumentError, UnsupportedModelError
 from .head import head_is_linear
 
-KINDS = ("causal", "masked", "encoder-decoder", "encoder")
+KINDS = ("causal", "masked", "encoder-decoder", "encoder", "classifier")
 
 
 @attrs.frozen(kw_only=True)
@@ -43,7 +43,7 @@ class ModelSpec:
 
     Attributes
     ----------
-    kind : one of ``causal``, ``masked``, ``encoder-decoder``, ``encoder``.
+    kind : one of ``causal``, ``masked``, ``encoder-decoder``, ``encoder``, ``classifier``.
     embedding : the input token embedding.
     blocks : the transformer blocks, first to last (the decoder's for encoder-decoder models).
     final_norm : the norm applied after the last block, or ``None`` (post-norm models).
@@ -264,7 +264,8 @@ def infer_spec(model: nn.Module, **overrides: Any) -> ModelSpec:
         if getattr(config, "is_encoder_decoder", False):
             return "encoder-decoder"
         if output is None:
-            return "encoder"
+            classifier = type(model).__name__.endswith("ForSequenceClassification")
+            return "classifier" if classifier else "encoder"
         can_generate = getattr(hf, "can_generate", lambda: False)
         return "causal" if can_generate() else "masked"
 
@@ -298,7 +299,9 @@ def infer_spec(model: nn.Module, **overrides: Any) -> ModelSpec:
     head_input = part(
         "head_input",
         lambda: (
-            None if kind == "encoder" else _find_head_input(model, kind, main_root_path, blocks)
+            None
+            if kind in ("encoder", "classifier")
+            else _find_head_input(model, kind, main_root_path, blocks)
         ),
     )
 

@@ -25,8 +25,9 @@ STACKS = ("decoder", "encoder")
 
 
 def main_stack(kind: str) -> str:
-    """The stack that feeds the output: ``encoder`` for masked/encoder models, else ``decoder``."""
-    return "encoder" if kind in ("masked", "encoder") else "decoder"
+    """The stack that feeds the output: ``decoder`` for causal and encoder-decoder models, else
+    ``encoder`` (masked, encoder and classifier models)."""
+    return "encoder" if kind in ("masked", "encoder", "classifier") else "decoder"
 
 
 def stack_ffn_out(lm: LM, stack: str) -> tuple[str, ...]:

@@ -578,6 +578,36 @@ class Factorization(Record):
 
 @register
 @attrs.frozen(kw_only=True)
+class Classification(Record):
+    """Class probabilities of a sequence-classification model for one text.
+
+    Attributes
+    ----------
+    token_ids : int64 [n_tokens]; tokens, raw_tokens : display and original strings [n_tokens].
+    labels : [n_labels] class names; probs : float32 [n_labels] softmax of the class logits.
+    text : the input text.
+    """
+
+    KIND: ClassVar[str] = "Classification"
+    VERSION: ClassVar[int] = 1
+
+    token_ids: np.ndarray = array_field("int64", 1)
+    tokens: Sequence[str] = tokens_field()
+    raw_tokens: Sequence[str] = tokens_field()
+    labels: Sequence[str] = tokens_field()
+    probs: np.ndarray = array_field("float32", 1)
+    text: str = str_field()
+    provenance: Provenance = provenance_field()
+
+    def __attrs_post_init__(self) -> None:
+        n = self.token_ids.shape[0]
+        _require(len(self.tokens) == n and len(self.raw_tokens) == n, "tokens must match ids")
+        _require(self.probs.shape == (len(self.labels),), "probs must have one entry per label")
+        _require(bool(((self.probs >= 0) & (self.probs <= 1 + 1e-5)).all()), "probs in [0, 1]")
+
+
+@register
+@attrs.frozen(kw_only=True)
 class Attributions(Record):
     """How much each source token contributed to each predicted token.
 
@@ -590,8 +620,10 @@ class Attributions(Record):
     token_ids : int64 [n_tokens]; tokens : display strings [n_tokens] (for encoder-decoder
         models: encoder tokens, then decoder tokens).
     n_input_tokens, n_encoder_tokens : as in :class:`Generation` (masked LMs: n_tokens and 0).
-    target_positions : int64 [n_targets] absolute index of each predicted token.
-    target_ids : int64 [n_targets] the tokens explained; foil_id : contrast token or -1.
+    target_positions : int64 [n_targets] absolute index of each predicted token (-1 for a
+        class of a sequence classifier).
+    target_ids : int64 [n_targets] the tokens (or class indices) explained; foil_id : the
+        contrast token (or class) or -1.
     target_values : float32 [n_targets] the explained quantity at the real input (probability,
         logit or log-probability; minus the foil's with a foil).
     convergence_delta : float32 [n_targets] integrated gradients' completeness gap
@@ -642,6 +674,6 @@ class Attributions(Record):
             f"values must be empty or [{n_targets}, {n_tokens}, hidden]",
         )
         _require(
-            bool(((self.target_positions >= 0) & (self.target_positions < n_tokens)).all()),
-            "target_positions must index tokens",
+            bool(((self.target_positions >= -1) & (self.target_positions < n_tokens)).all()),
+            "target_positions must index tokens (or be -1)",
         )

@@ -29,6 +29,11 @@ FAMILIES = (
 CAUSAL_FAMILIES = ("gpt2", "llama", "gpt_neox", "opt", "bloom", "qwen2")
 MASKED_FAMILIES = ("bert", "roberta", "distilbert")
 ENCODER_DECODER_FAMILIES = ("t5", "bart")
+CLASSIFIER_FAMILIES = ("bert_classifier", "gpt2_classifier")
+_LABELS = {
+    "id2label": {0: "negative", 1: "neutral", 2: "positive"},
+    "label2id": {"negative": 0, "neutral": 1, "positive": 2},
+}
 
 _SENTENCES = (
     "The Eiffel Tower is in the city of Paris. Heathrow airport is located in the city of London.",
@@ -352,9 +357,38 @@ def _build(family: str) -> tuple[Any, Any]:
                 )
             ),
         ),
+        "bert_classifier": lambda: (
+            (t := _bert_tokenizer()),
+            tf.BertForSequenceClassification(
+                tf.BertConfig(
+                    vocab_size=len(t),
+                    intermediate_size=64,
+                    max_position_embeddings=128,
+                    **small,
+                    **_LABELS,
+                    **_ids(t, "pad_token_id"),
+                )
+            ),
+        ),
+        "gpt2_classifier": lambda: (
+            (t := _gpt_style_tokenizer()),
+            tf.GPT2ForSequenceClassification(
+                tf.GPT2Config(
+                    vocab_size=len(t),
+                    n_positions=128,
+                    n_embd=32,
+                    n_inner=64,
+                    n_layer=2,
+                    n_head=4,
+                    **_LABELS,
+                    **_ids(t, "bos_token_id", "eos_token_id", "pad_token_id"),
+                )
+            ),
+        ),
     }
     if family not in builders:
-        raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
+        known = ", ".join([*FAMILIES, *CLASSIFIER_FAMILIES])
+        raise ValueError(f"unknown family {family!r}; known: {known}")
     return builders[family]()
 
 

@@ -108,7 +108,7 @@ def test_method_matches_captum_on_each_prefix(tiny_lm, family: str, method: str)
     lm = tiny_lm(family)
     record = _record(lm, family)
     result = ec.attribute(lm, record, method, n_samples=4, progress=False)
-    task = _make_task(lm, record, "probability", None)
+    task = _make_task(lm, record, "probability", None, None)
     n_targets = len(result.target_ids)
     assert result.scores.shape == (n_targets, len(record.token_ids))
     for step in range(n_targets):
@@ -230,3 +230,58 @@ def test_bad_attribution_input(tiny_lm) -> None:  # type: ignore[no-untyped-def]
         ec.attribute(lm, big)
     assert "ig" not in ec.list_methods() and "integrated_gradients" in ec.list_methods()
     assert ec.attribute(lm, gen, "dl", progress=False).method == "deep_lift"
+
+
+@pytest.mark.parametrize("family", ["bert_classifier", "gpt2_classifier"])
+def test_sequence_classification_attribution(tiny_lm, family: str) -> None:  # type: ignore[no-untyped-def]
+    lm = tiny_lm(family)
+    assert lm.spec.kind == "classifier"
+    rec = ec.classify(lm, "the tower is in paris, and she liked it.")
+    assert rec.labels == ("negative", "neutral", "positive")
+    with torch.no_grad():
+        logits = lm.model(input_ids=torch.tensor(rec.token_ids)[None]).logits[0]
+    np.testing.assert_allclose(rec.probs, torch.softmax(logits, -1).numpy(), rtol=1e-5)
+    assert ec.load_record(rec.to_json()) == rec
+    res = ec.attribute(
+        lm,
+        rec,
+        "ig",
+        label="positive",
+        foil="negative",
+        target="logit",
+        aggregation="sum",
+        progress=False,
+    )
+    x = _prefix_embeds(
+        lm,
+        ec.MaskedPredictions(
+            token_ids=rec.token_ids,
+            tokens=rec.tokens,
+            raw_tokens=rec.raw_tokens,
+            positions=[],
+            top_ids=np.zeros((0, 1)),
+            top_probs=np.zeros((0, 1)),
+            top_tokens=[],
+            text="",
+            provenance=rec.provenance,
+        ),
+        0,
+    )
+
+    def margin(z: torch.Tensor) -> torch.Tensor:
+        out = lm.model(inputs_embeds=z).logits
+        return out[:, 2] - out[:, 0]
+
+    raw = ca.IntegratedGradients(margin).attribute(x, baselines=torch.zeros_like(x), n_steps=50)
+    np.testing.assert_allclose(res.scores[0], raw[0].sum(-1).detach().numpy(), rtol=1e-3, atol=1e-5)
+    assert (
+        res.target_ids.tolist() == [2]
+        and res.foil_id == 0
+        and res.target_positions.tolist() == [-1]
+    )
+    predicted = ec.attribute(lm, rec, "saliency", progress=False)
+    assert predicted.target_ids.tolist() == [int(np.argmax(rec.probs))]
+    with pytest.raises(ec.InvalidArgumentError, match="not a label"):
+        ec.attribute(lm, rec, label="joy")
+    acts = ec.activations(lm, "the tower is in paris")
+    assert acts.stack == "encoder" and acts.values.shape[0] == 2
