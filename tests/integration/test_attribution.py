@@ -50,10 +50,10 @@ class Prefix(nn.Module):
 
 
 def _prefix_embeds(lm: ec.LM, record: Any, step: int) -> torch.Tensor:
-    if isinstance(record, ec.MaskedPredictions):
-        ids = record.token_ids
-    else:
+    if isinstance(record, ec.Generation):
         ids = record.token_ids[: record.n_input_tokens + step]
+    else:
+        ids = record.token_ids
     with torch.no_grad():
         return lm.model.get_input_embeddings()(torch.tensor(np.array(ids))[None]).detach()
 
@@ -252,21 +252,7 @@ def test_sequence_classification_attribution(tiny_lm, family: str) -> None:  # t
         aggregation="sum",
         progress=False,
     )
-    x = _prefix_embeds(
-        lm,
-        ec.MaskedPredictions(
-            token_ids=rec.token_ids,
-            tokens=rec.tokens,
-            raw_tokens=rec.raw_tokens,
-            positions=[],
-            top_ids=np.zeros((0, 1)),
-            top_probs=np.zeros((0, 1)),
-            top_tokens=[],
-            text="",
-            provenance=rec.provenance,
-        ),
-        0,
-    )
+    x = _prefix_embeds(lm, rec, 0)
 
     def margin(z: torch.Tensor) -> torch.Tensor:
         out = lm.model(inputs_embeds=z).logits
