@@ -8,7 +8,7 @@ restores every module's ``training`` flag afterwards.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, cast
 
 import torch
@@ -35,52 +35,47 @@ def _hooks(handles: list[Any]) -> Iterator[None]:
 
 
 @contextmanager
-def capture_outputs(modules: Sequence[nn.Module]) -> Iterator[list[torch.Tensor | None]]:
-    """Collect the (first tensor of the) output of each module during forward passes.
-
-    Yields a list with one slot per module, filled as the modules run.
-    """
+def _capture(modules: Sequence[nn.Module], inputs: bool) -> Iterator[list[torch.Tensor | None]]:
     store: list[torch.Tensor | None] = [None] * len(modules)
     handles: list[Any] = []
 
     def hook_for(i: int) -> Any:
-        def hook(_module: nn.Module, _args: Any, output: Any) -> None:
-            store[i] = _first_tensor(output)
-
-        return hook
-
-    try:
-        for i, module in enumerate(modules):
-            handles.append(module.register_forward_hook(hook_for(i)))
-    except BaseException:
-        for handle in handles:
-            handle.remove()
-        raise
-    with _hooks(handles):
-        yield store
-
-
-@contextmanager
-def capture_inputs(modules: Sequence[nn.Module]) -> Iterator[list[torch.Tensor | None]]:
-    """Collect the first positional input of each module during forward passes."""
-    store: list[torch.Tensor | None] = [None] * len(modules)
-    handles: list[Any] = []
-
-    def hook_for(i: int) -> Any:
-        def hook(_module: nn.Module, args: Any) -> None:
+        def save_input(_module: nn.Module, args: Any) -> None:
             store[i] = _first_tensor(args)
 
-        return hook
+        def save_output(_module: nn.Module, _args: Any, output: Any) -> None:
+            store[i] = _first_tensor(output)
+
+        return save_input if inputs else save_output
 
     try:
         for i, module in enumerate(modules):
-            handles.append(module.register_forward_pre_hook(hook_for(i)))
+            register = module.register_forward_pre_hook if inputs else module.register_forward_hook
+            handles.append(register(hook_for(i)))
     except BaseException:
         for handle in handles:
             handle.remove()
         raise
     with _hooks(handles):
         yield store
+
+
+def capture_outputs(
+    modules: Sequence[nn.Module],
+) -> AbstractContextManager[list[torch.Tensor | None]]:
+    """Collect the (first tensor of the) output of each module during forward passes.
+
+    A context manager yielding a list with one slot per module, filled as the modules run.
+    """
+    return _capture(modules, inputs=False)
+
+
+def capture_inputs(
+    modules: Sequence[nn.Module],
+) -> AbstractContextManager[list[torch.Tensor | None]]:
+    """Collect the first positional input of each module during forward passes (a context
+    manager yielding one slot per module)."""
+    return _capture(modules, inputs=True)
 
 
 @contextmanager

@@ -30,7 +30,7 @@ CAUSAL_FAMILIES = ("gpt2", "llama", "gpt_neox", "opt", "bloom", "qwen2")
 MASKED_FAMILIES = ("bert", "roberta", "distilbert")
 ENCODER_DECODER_FAMILIES = ("t5", "bart")
 CLASSIFIER_FAMILIES = ("bert_classifier", "gpt2_classifier")
-_LABELS = {
+_LABELS: dict[str, Any] = {
     "id2label": {0: "negative", 1: "neutral", 2: "positive"},
     "label2id": {"negative": 0, "neutral": 1, "positive": 2},
 }
