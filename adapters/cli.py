@@ -26,8 +26,13 @@ def summary(lm: ec.LM, prompt: str, max_new_tokens: int) -> str:
     ranks = ec.rankings(lm, gen)
     preds = ec.layer_predictions(lm, gen, gen.n_input_tokens, top_k=3)
     assert isinstance(preds, ec.LayerPredictions)
-    lines = [f"model: {lm.name} ({lm.spec.kind}, {lm.spec.n_layers} layers)",
-             f"prompt: {prompt!r}", f"generated: {gen.text!r}", "", "top predictions per step:"]
+    lines = [
+        f"model: {lm.name} ({lm.spec.kind}, {lm.spec.n_layers} layers)",
+        f"prompt: {prompt!r}",
+        f"generated: {gen.text!r}",
+        "",
+        "top predictions per step:",
+    ]
     for step in range(gen.n_generated):
         options = ", ".join(
             f"{tok!r} {prob:.2f}"

@@ -1,0 +1,373 @@
+// ecco-core views: one hand-written module with no dependencies and no network access.
+// It renders any ecco-core record from its JSON envelope {kind, version, data}. The static
+// HTML adapter inlines it; the notebook widget loads it as its ES module.
+// Every token is inserted as text (textContent), never as HTML.
+
+const SVG = "http://www.w3.org/2000/svg";
+
+function h(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (key === "class") node.className = value;
+    else if (key === "style") node.setAttribute("style", value);
+    else node.setAttribute(key, String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function s(tag, attrs) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attrs || {})) node.setAttribute(key, String(value));
+  return node;
+}
+
+// Arrays arrive as {dtype, shape, data}; non-finite floats as the strings "nan", "inf", "-inf".
+function arr(a) {
+  const values = a.data.map((v) => (typeof v === "string" ? Number(v.replace("inf", "Infinity")) : v));
+  const shape = a.shape;
+  const get = (...idx) => {
+    let offset = 0;
+    for (let k = 0; k < idx.length; k++) offset = offset * shape[k] + idx[k];
+    return values[offset];
+  };
+  const row = (i) => values.slice(i * shape[1], (i + 1) * shape[1]);
+  return { shape, values, get, row };
+}
+
+function show(text) {
+  // Make whitespace-only and newline tokens visible without changing other text.
+  return String(text).replace(/\n/g, "\u23ce");
+}
+
+function tokenSpan(text, cls, index) {
+  const span = h("span", { class: `ecco-token ${cls}` }, show(text));
+  if (index !== undefined) span.dataset.index = String(index);
+  return span;
+}
+
+function percent(p) {
+  return p >= 0.995 ? "100%" : p < 0.0005 ? "<0.1%" : `${(p * 100).toFixed(1)}%`;
+}
+
+function fixed(v) {
+  return Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 1 ? v.toFixed(2) : v.toFixed(3);
+}
+
+function shade(value, max, negative) {
+  const alpha = max > 0 ? Math.min(1, Math.abs(value) / max) : 0;
+  return `background: rgba(var(${negative ? "--ecco-neg" : "--ecco-pos"}), ${(0.85 * alpha).toFixed(3)});`;
+}
+
+function barRow(label, value, max, text) {
+  const width = max > 0 ? Math.min(100, (100 * Math.abs(value)) / max) : 0;
+  return h(
+    "div", { class: "ecco-bar-row" },
+    h("span", { class: "ecco-bar-label" }, show(label)),
+    h("span", { class: "ecco-bar-track" },
+      h("div", { class: `ecco-bar${value < 0 ? " ecco-negative" : ""}`, style: `width: ${width.toFixed(2)}%` })),
+    h("span", { class: "ecco-bar-value" }, text),
+  );
+}
+
+function legend(left, right, ramp) {
+  return h("div", { class: "ecco-legend" }, left,
+    h("span", { class: "ecco-legend-ramp", style: `background: ${ramp}` }), right);
+}
+
+const POSITIVE_RAMP = "linear-gradient(to right, rgba(var(--ecco-pos), 0), rgba(var(--ecco-pos), 0.85))";
+const SIGNED_RAMP = "linear-gradient(to right, rgba(var(--ecco-neg), 0.85), rgba(var(--ecco-pos), 0), rgba(var(--ecco-pos), 0.85))";
+
+// A row of tokens: inputs plain, outputs selectable. Calls onPick(index) on hover and click.
+function tokenRow(tokens, isOutput, onPick) {
+  const row = h("div", { class: "ecco-tokens" });
+  tokens.forEach((t, i) => {
+    const span = tokenSpan(t, isOutput(i) ? "ecco-output" : "ecco-input", i);
+    if (isOutput(i)) {
+      span.addEventListener("mouseenter", () => onPick(i, false));
+      span.addEventListener("click", () => onPick(i, true));
+    }
+    row.append(span);
+  });
+  return row;
+}
+
+function markSelected(row, index) {
+  for (const span of row.querySelectorAll(".ecco-token")) {
+    span.classList.toggle("ecco-selected", Number(span.dataset.index) === index);
+  }
+}
+
+// Generated text with the top-k predictions of the selected step (also masked predictions).
+function predictionsView(el, d, opts, positions, title) {
+  const ids = arr(d.top_probs);
+  const steps = new Map(positions.map((p, i) => [p, i]));
+  const panel = h("div", { class: "ecco-panel" });
+  const row = tokenRow(d.tokens, (i) => steps.has(i), (i) => select(i));
+  function select(position) {
+    markSelected(row, position);
+    const step = steps.get(position);
+    const probs = ids.row(step);
+    panel.replaceChildren(
+      h("div", { class: "ecco-note" }, `Top predictions for position ${position}:`),
+      ...d.top_tokens[step].map((t, k) => barRow(t, probs[k], 1, percent(probs[k]))),
+    );
+    opts.onSelect(position);
+  }
+  el.append(h("h3", {}, title), row, panel,
+    h("div", { class: "ecco-note" }, "Hover or click an underlined token to see what the model predicted there."));
+  if (positions.length) select(positions[0]);
+  return { select };
+}
+
+function generationView(el, d, opts) {
+  const first = d.n_input_tokens;
+  const positions = d.tokens.map((_, i) => i).filter((i) => i >= first);
+  return predictionsView(el, d, opts, positions, "Predicted tokens");
+}
+
+function maskedView(el, d, opts) {
+  return predictionsView(el, d, opts, arr(d.positions).values, "Masked predictions");
+}
+
+function classificationView(el, d) {
+  const probs = arr(d.probs).values;
+  el.append(h("h3", {}, "Classification"),
+    tokenRow(d.tokens, () => false, () => {}),
+    h("div", { class: "ecco-panel" }, ...d.labels.map((l, i) => barRow(l, probs[i], 1, percent(probs[i])))));
+  return { select() {} };
+}
+
+// Heatmap of ranks: rows layers, columns tokens; log colour scale, rank in each cell.
+function rankTable(d, columns, ranks, maxRank) {
+  const logMax = Math.log(Math.max(2, maxRank));
+  const table = h("table", { class: "ecco-grid" });
+  table.append(h("tr", {}, h("th", {}, ""), ...columns.map((c) => h("th", {}, show(c)))));
+  for (let layer = 0; layer < ranks.shape[0]; layer++) {
+    const tr = h("tr", {}, h("th", {}, d.layer_labels[layer]));
+    for (let j = 0; j < ranks.shape[1]; j++) {
+      const rank = ranks.get(layer, j);
+      const strength = 1 - Math.log(rank) / logMax;
+      const td = h("td", { style: shade(strength, 1, false), title: `${d.layer_labels[layer]}, ${columns[j]}: rank ${rank}` }, String(rank));
+      td.dataset.rank = String(rank);
+      tr.append(td);
+    }
+    table.append(tr);
+  }
+  return table;
+}
+
+function rankingsView(el, d) {
+  const ranks = arr(d.ranks);
+  el.append(h("h3", {}, "Rank of each generated token at every layer"),
+    h("div", { class: "ecco-note" }, `Logit lens, norm=${d.norm}. Rank 1 means the layer's top prediction is the token the model produced.`),
+    legend(`rank ${Math.max(...ranks.values)}`, "rank 1 (log scale)", POSITIVE_RAMP),
+    rankTable(d, d.tokens, ranks, Math.max(...ranks.values)));
+  return { select() {} };
+}
+
+function watchView(el, d) {
+  const ranks = arr(d.ranks);
+  const context = d.sequence_tokens.slice(0, d.position).join("");
+  el.append(h("h3", {}, `Ranks of watched tokens at position ${d.position}`),
+    h("div", { class: "ecco-note" }, show(`…${context.slice(-80)}`)),
+    legend(`rank ${Math.max(...ranks.values)}`, "rank 1 (log scale)", POSITIVE_RAMP),
+    rankTable(d, d.watch_tokens, ranks, Math.max(...ranks.values)));
+  return { select() {} };
+}
+
+function layerPredictionsView(el, d) {
+  const probs = arr(d.probs);
+  const table = h("table", { class: "ecco-grid" });
+  const k = probs.shape[1];
+  table.append(h("tr", {}, h("th", {}, ""), ...Array.from({ length: k }, (_, i) => h("th", {}, `#${i + 1}`))));
+  for (let layer = 0; layer < probs.shape[0]; layer++) {
+    const tr = h("tr", {}, h("th", {}, d.layer_labels[layer]));
+    for (let j = 0; j < k; j++) {
+      const p = probs.get(layer, j);
+      const td = h("td", { style: shade(p, 1, false), title: percent(p) }, show(d.tokens[layer][j]));
+      if (arr(d.token_ids).get(layer, j) === d.target_id) td.classList.add("ecco-target");
+      tr.append(td);
+    }
+    table.append(tr);
+  }
+  el.append(h("h3", {}, `Layer predictions at position ${d.position}`),
+    h("div", { class: "ecco-note" }, "Actual token: ", h("b", {}, show(d.target_token)), ` (outlined where it appears; logit lens, norm=${d.norm}).`),
+    legend("0%", "100% probability", POSITIVE_RAMP), table);
+  return { select() {} };
+}
+
+// Attributions: minimal (hover an output token, its inputs are coloured) and detailed (bars).
+function attributionView(el, d, opts) {
+  const scores = arr(d.scores);
+  const positions = arr(d.target_positions).values;
+  const steps = new Map(positions.map((p, i) => [p, i]));
+  const signed = d.aggregation === "sum" || d.aggregation === "none";
+  const deltas = d.convergence_delta.data.length ? arr(d.convergence_delta).values : null;
+  const values = arr(d.target_values).values;
+  let mode = opts.mode || "minimal";
+  let current = positions.length ? positions[0] : -1;
+  const row = tokenRow(d.tokens, (i) => steps.has(i), (i) => select(i));
+  const detail = h("div", { class: "ecco-panel" });
+  const note = h("div", { class: "ecco-note" });
+  const buttons = h("div", { class: "ecco-buttons" });
+  for (const m of ["minimal", "detailed"]) {
+    const b = h("button", { type: "button", "data-mode": m }, m);
+    b.addEventListener("click", () => { mode = m; select(current); });
+    buttons.append(b);
+  }
+  function select(position) {
+    current = position;
+    const step = steps.get(position);
+    if (step === undefined) return;
+    const rowScores = scores.row(step);
+    const max = Math.max(...rowScores.map(Math.abs));
+    for (const span of row.querySelectorAll(".ecco-token")) {
+      const j = Number(span.dataset.index);
+      const v = j < rowScores.length ? rowScores[j] : 0;
+      span.setAttribute("style", j === position ? "" : shade(v, max, v < 0));
+      span.title = j === position ? "explained token" : `score ${fixed(v)}`;
+    }
+    markSelected(row, position);
+    for (const b of buttons.querySelectorAll("button")) b.classList.toggle("ecco-active", b.dataset.mode === mode);
+    const target = d.target_positions.data[step] >= 0 ? d.tokens[position] : `class ${d.target_ids.data[step]}`;
+    let text = `${d.method}: ${d.target} of ${JSON.stringify(target)} = ${fixed(values[step])}`;
+    if (deltas) text += `; completeness delta ${fixed(deltas[step])}${Math.abs(deltas[step]) > 0.05 * Math.max(1e-9, Math.abs(values[step])) ? " (not converged: try more n_steps)" : ""}`;
+    note.textContent = text;
+    detail.hidden = mode !== "detailed";
+    if (mode === "detailed") {
+      const visible = rowScores.map((v, j) => [j, v]).filter(([j, v]) => v !== 0 || j < position);
+      detail.replaceChildren(...visible.map(([j, v]) => barRow(d.tokens[j], v, max, fixed(v))));
+    }
+    opts.onSelect(position);
+  }
+  el.append(h("h3", {}, "Input attributions"), buttons,
+    signed ? legend("negative", "positive", SIGNED_RAMP) : legend("0", "largest share", POSITIVE_RAMP),
+    row, note, detail,
+    h("div", { class: "ecco-note" }, "Hover or click an underlined output token: its inputs are coloured by their contribution."));
+  // A sequence classifier explains a class at position -1: every token is then an input.
+  if (positions.length) select(positions[0]);
+  return { select };
+}
+
+const PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"];
+
+function factorView(el, d, opts) {
+  const factors = arr(d.token_factors);
+  const [k, n] = factors.shape;
+  const colour = (c) => PALETTE[c % PALETTE.length];
+  const maxOf = Array.from({ length: k }, (_, c) => Math.max(1e-12, ...factors.row(c)));
+  const dominant = Array.from({ length: n }, (_, j) => {
+    let best = 0;
+    for (let c = 1; c < k; c++) if (factors.get(c, j) / maxOf[c] > factors.get(best, j) / maxOf[best]) best = c;
+    return best;
+  });
+  const row = h("div", { class: "ecco-tokens" });
+  d.tokens.forEach((t, j) => row.append(tokenSpan(t, "ecco-input", j)));
+  let pinned = -1;
+  function paint(active) {
+    row.querySelectorAll(".ecco-token").forEach((span, j) => {
+      const c = active >= 0 ? active : dominant[j];
+      const strength = factors.get(c, j) / maxOf[c];
+      span.setAttribute("style", `background: ${colour(c)}${Math.round(strength * 200).toString(16).padStart(2, "0")}`);
+      span.title = `factor ${c}: ${fixed(factors.get(c, j))}`;
+    });
+    list.querySelectorAll(".ecco-factor-row").forEach((r, c) => r.classList.toggle("ecco-active", c === active));
+    opts.onSelect(active);
+  }
+  const list = h("div", {});
+  for (let c = 0; c < k; c++) {
+    const width = Math.max(120, Math.min(400, n * 6));
+    const svg = s("svg", { width, height: 24, viewBox: `0 0 ${width} 24` });
+    const points = factors.row(c).map((v, j) => `${((j + 0.5) * width / n).toFixed(1)},${(22 - 20 * v / maxOf[c]).toFixed(1)}`);
+    svg.append(s("polyline", { points: points.join(" "), fill: "none", stroke: colour(c), "stroke-width": 1.5 }));
+    const promoted = d.promoted_tokens[c] || [];
+    const r = h("div", { class: "ecco-factor-row" },
+      h("span", { class: "ecco-swatch", style: `background: ${colour(c)}` }),
+      h("span", {}, `factor ${c}`), svg,
+      promoted.length ? h("span", { class: "ecco-promoted" }, "promotes: " + promoted.slice(0, 5).map((t) => JSON.stringify(t)).join(" ")) : null);
+    r.addEventListener("mouseenter", () => paint(c));
+    r.addEventListener("mouseleave", () => paint(pinned));
+    r.addEventListener("click", () => { pinned = pinned === c ? -1 : c; paint(pinned); });
+    list.append(r);
+  }
+  el.append(h("h3", {}, `Neuron factors (NMF, ${k} components, ${d.layer_labels.length} layers)`),
+    h("div", { class: "ecco-note" }, "Tokens are coloured by their dominant factor. Hover a factor to isolate it; click to pin."),
+    row, list);
+  paint(-1);
+  return { select: paint };
+}
+
+function activationsView(el, d) {
+  const values = arr(d.values);
+  const [layers, neurons, n] = values.shape;
+  const norms = [];
+  for (let l = 0; l < layers; l++) {
+    const row = [];
+    for (let j = 0; j < n; j++) {
+      let sum = 0;
+      for (let q = 0; q < neurons; q++) { const v = values.get(l, q, j); sum += v * v; }
+      row.push(Math.sqrt(sum));
+    }
+    norms.push(row);
+  }
+  const max = Math.max(...norms.flat());
+  const table = h("table", { class: "ecco-grid" });
+  table.append(h("tr", {}, h("th", {}, ""), ...d.tokens.map((t) => h("th", {}, show(t)))));
+  norms.forEach((row, l) => table.append(h("tr", {}, h("th", {}, d.layer_labels[l]),
+    ...row.map((v) => h("td", { style: shade(v, max, false), title: fixed(v) }, "")))));
+  el.append(h("h3", {}, `FFN activations (${d.stack}): norm per layer and position`),
+    legend("0", `norm ${fixed(max)}`, POSITIVE_RAMP), table);
+  return { select() {} };
+}
+
+const VIEWS = {
+  Generation: generationView,
+  MaskedPredictions: maskedView,
+  Classification: classificationView,
+  Rankings: rankingsView,
+  RankingsWatch: watchView,
+  LayerPredictions: layerPredictionsView,
+  Attributions: attributionView,
+  Factorization: factorView,
+  Activations: activationsView,
+};
+
+export function renderRecord(el, envelope, options = {}) {
+  const opts = { onSelect: () => {}, ...options };
+  const root = h("div", { class: `ecco ecco-${envelope.kind}` });
+  el.replaceChildren(root);
+  const view = VIEWS[envelope.kind];
+  if (!view) {
+    root.append(h("div", { class: "ecco-note" }, `No view for records of kind ${envelope.kind}.`));
+    return { select() {} };
+  }
+  return view(root, envelope.data, opts);
+}
+
+// Static HTML: every element with data-ecco-record names the id of a JSON script element.
+export function mountAll(doc) {
+  for (const el of doc.querySelectorAll("[data-ecco-record]")) {
+    if (el.dataset.eccoMounted) continue;
+    const source = doc.getElementById(el.dataset.eccoRecord);
+    renderRecord(el, JSON.parse(source.textContent), { mode: el.dataset.eccoMode });
+    el.dataset.eccoMounted = "1";
+  }
+}
+
+// anywidget: the record arrives as a JSON string; the hovered/clicked position goes back.
+export default {
+  render({ model, el }) {
+    const draw = () => renderRecord(el, JSON.parse(model.get("record_json")), {
+      mode: model.get("mode"),
+      onSelect: (i) => { model.set("selected", i); model.save_changes(); },
+    });
+    draw();
+    model.on("change:record_json", draw);
+    model.on("change:mode", draw);
+    return () => model.off("change:record_json", draw);
+  },
+};
