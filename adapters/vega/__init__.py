@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,9 +41,20 @@ def schema_url() -> str:
     return str(alt.SCHEMA_URL)
 
 
+def _text(token: str) -> str:
+    """A token as visible text: newlines as ⏎, other control characters escaped.
+
+    (Control characters are also what makes vl-convert's SVG text renderer abort.)
+    """
+    return "".join(
+        "⏎" if ch == "\n" else f"\\x{ord(ch):02x}" if unicodedata.category(ch) == "Cc" else ch
+        for ch in token
+    )
+
+
 def _label(index: int, token: str) -> str:
     """Unique axis label for a token at ``index`` (tokens repeat; indices do not)."""
-    return f"{index}: {token!r}"[:40]
+    return f"{index}: '{_text(token)}'"[:40]
 
 
 def _base(title: str, rows: list[dict[str, Any]], **rest: Any) -> dict[str, Any]:
@@ -59,7 +71,7 @@ def _predictions(rec: Generation | MaskedPredictions, positions: list[int]) -> d
     rows = [
         {
             "step": _label(p, rec.tokens[p]),
-            "candidate": token,
+            "candidate": _text(token),
             "rank": k + 1,
             "probability": round(float(rec.top_probs[i, k]), 6),
         }
@@ -150,7 +162,7 @@ def _rankings(rec: Rankings) -> dict[str, Any]:
 
 
 def _watch(rec: RankingsWatch) -> dict[str, Any]:
-    rows = _rank_rows(rec.layer_labels, list(rec.watch_tokens), rec.ranks)
+    rows = _rank_rows(rec.layer_labels, [_text(t) for t in rec.watch_tokens], rec.ranks)
     return _base(
         f"Ranks of watched tokens at position {rec.position} (norm={rec.norm})",
         rows,
@@ -173,7 +185,7 @@ def _layer_predictions(rec: LayerPredictions) -> dict[str, Any]:
         {
             "layer": rec.layer_labels[i],
             "rank": k + 1,
-            "token": rec.tokens[i][k],
+            "token": _text(rec.tokens[i][k]),
             "probability": round(float(rec.probs[i, k]), 6),
         }
         for i in range(rec.probs.shape[0])
