@@ -56,7 +56,10 @@ function percent(p) {
 }
 
 function fixed(v) {
-  return Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 1 ? v.toFixed(2) : v.toFixed(3);
+  const a = Math.abs(v);
+  if (a === 0) return "0";
+  if (a < 0.001) return v.toExponential(1);
+  return a >= 100 ? v.toFixed(0) : a >= 1 ? v.toFixed(2) : v.toFixed(3);
 }
 
 function shade(value, max, negative) {
