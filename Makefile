@@ -29,7 +29,8 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
-	$(PY) -m ecco_adapters.cli demo
+	mkdir -p demo
+	$(PY) -m ecco_adapters.cli report --prompt "Heathrow airport is located in the city of" --out demo/report.html
 
 lint: $(STAMP)
 	$(PY) -m ruff check ecco_core adapters tests benchmarks

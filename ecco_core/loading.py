@@ -149,6 +149,9 @@ def _load_from_source(
 
     path = Path(source).expanduser()
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    looks_like_path = source.startswith(("/", "./", "../", "~"))
+    if looks_like_path and not path.exists():
+        raise ModelLoadError(f"cannot load model {source!r}: no such folder")
     if path.exists():
         if not path.is_dir():
             raise ModelLoadError(f"{source!r} is a file; pass the folder that holds the model")

@@ -1,0 +1,30 @@
+"""Screenshot of an HTML report in headless Chromium, for the README.
+
+Usage: python docs/screenshot.py demo/report.html docs/images/report.png
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from playwright.sync_api import sync_playwright
+
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def main(source: str, target: str, height: int = 1500) -> None:
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=FLAGS)
+        page = browser.new_page(viewport={"width": 1100, "height": height})
+        page.goto(Path(source).resolve().as_uri())
+        page.wait_for_selector(".ecco")
+        page.locator(".ecco-Attributions .ecco-output").first.hover()
+        page.screenshot(path=target, full_page=False)
+        browser.close()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
