@@ -3,10 +3,54 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
+
+
+def _run(path: Path, folder: Path) -> Any:
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    nb = nbformat.read(path, as_version=4)
+    client = nbclient.NotebookClient(
+        nb, kernel_name="python3", timeout=600, resources={"metadata": {"path": str(folder)}}
+    )
+    client.execute()
+    return nb
+
+
+def _html(nb: Any) -> list[str]:
+    return [
+        out["data"]["text/html"]
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for out in cell.get("outputs", [])
+        if "data" in out and "text/html" in out["data"]
+    ]
+
+
+GALLERY = {
+    "01_predicted_tokens.ipynb": ["Generation"],
+    "02_rankings.ipynb": ["Rankings"],
+    "03_layer_predictions_and_watch.ipynb": ["LayerPredictions", "RankingsWatch"],
+    "04_primary_attributions.ipynb": ["Attributions"],
+    "05_detailed_attributions.ipynb": [],
+    "06_neuron_factors.ipynb": ["Factorization"],
+    "07_sentiment.ipynb": ["Attributions"],
+}
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("name", sorted(GALLERY))
+def test_gallery_notebook_runs_offline_on_real_models(name: str, tmp_path: Path, smollm2) -> None:  # type: ignore[no-untyped-def]
+    nb = _run(EXAMPLES / name, tmp_path)
+    html = _html(nb)
+    for kind in GALLERY[name]:
+        assert any(f'\\"kind\\": \\"{kind}\\"' in h or f'"kind": "{kind}"' in h for h in html), kind
+    errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert errors == []
 
 
 @pytest.mark.parametrize("name", ["views.ipynb"])
