@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m ruff check ecco_core adapters tests benchmarks
+	$(PY) -m ruff check ecco_core adapters tests benchmarks docs
 	$(PY) -m mypy ecco_core adapters
 	$(PY) -m pytest -q
 
@@ -33,7 +33,7 @@ demo: $(STAMP)
 	$(PY) -m ecco_adapters.cli report --prompt "Heathrow airport is located in the city of" --out demo/report.html
 
 lint: $(STAMP)
-	$(PY) -m ruff check ecco_core adapters tests benchmarks
+	$(PY) -m ruff check ecco_core adapters tests benchmarks docs
 	$(PY) -m ruff format --check ecco_core adapters tests benchmarks
 
 typecheck: $(STAMP)

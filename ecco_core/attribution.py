@@ -472,7 +472,7 @@ def _aggregate(
 
 def attribute(
     lm: LM,
-    gen: Generation | MaskedPredictions,
+    gen: Generation | MaskedPredictions | Classification,
     method: str = "integrated_gradients",
     *,
     target: str = "probability",
