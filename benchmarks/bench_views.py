@@ -9,7 +9,6 @@ Usage: python benchmarks/bench_views.py
 
 from __future__ import annotations
 
-import shutil
 import statistics
 import tempfile
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 
 import ecco_core as ec
 from ecco_adapters import html as eh
+from ecco_adapters.browser import launch
 from ecco_core.records import Provenance
 
 N_TOKENS, N_TARGETS = 2000, 20
@@ -70,19 +70,9 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp())
     path = folder / "attributions-2000.html"
     path.write_text(page_html, encoding="utf-8")
-    executable = shutil.which("chromium") or "/usr/bin/chromium"
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-    ]
     mounts, hovers = [], []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, args=flags)
+        browser = launch(p)
         for _ in range(5):
             page = browser.new_page()
             page.goto(path.as_uri())

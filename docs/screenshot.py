@@ -5,11 +5,12 @@ Usage: python docs/screenshot.py demo/report.html docs/images/report.png
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
 from playwright.sync_api import sync_playwright
+
+from ecco_adapters.browser import launch
 
 FLAGS = [
     "--headless",
@@ -24,7 +25,7 @@ FLAGS = [
 
 def main(source: str, target: str, height: int = 1500) -> None:
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=FLAGS)
+        browser = launch(p)
         page = browser.new_page(viewport={"width": 1100, "height": height})
         page.goto(Path(source).resolve().as_uri())
         page.wait_for_selector(".ecco")
