@@ -116,7 +116,8 @@ def render(
 <meta http-equiv="Content-Security-Policy" content="{_CSP}">
 <title>{html.escape(title)}</title>
 <style>
-body {{ margin: 16px; max-width: 1100px; }}
+body {{ margin: 16px; max-width: 1100px; font-family: system-ui, sans-serif; }}
+@media (prefers-color-scheme: dark) {{ body {{ background: #0d1117; color: #e6edf3; }} }}
 {css()}
 </style>
 </head>

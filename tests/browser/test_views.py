@@ -200,3 +200,17 @@ window.widgetState = state;
     assert (first, last) == (int(rec.target_positions[0]), int(rec.target_positions[-1]))
     assert p.page.evaluate("window.saved") >= 2
     _check_clean(p, "widget")
+
+
+def test_dark_theme_keeps_text_readable(view_records, open_html) -> None:  # type: ignore[no-untyped-def]
+    p = open_html(eh.render([view_records["Generation"], view_records["Rankings"]]), "dark")
+    p.page.emulate_media(color_scheme="dark")
+    colors = p.page.eval_on_selector(
+        ".ecco", "e => [getComputedStyle(e).color, getComputedStyle(e).backgroundColor]"
+    )
+    assert colors == ["rgb(230, 237, 243)", "rgb(13, 17, 23)"]
+    p.page.emulate_media(color_scheme="light")
+    light = p.page.eval_on_selector(".ecco", "e => getComputedStyle(e).backgroundColor")
+    assert light == "rgb(255, 255, 255)"
+    p.page.emulate_media(color_scheme="dark")
+    _check_clean(p, "dark_theme")

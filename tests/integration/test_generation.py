@@ -144,3 +144,16 @@ def test_bad_generation_input(tiny_lm) -> None:  # type: ignore[no-untyped-def]
         ec.predict_masked(tiny_lm("bert"), "no mask here")
     with pytest.raises(ec.InvalidArgumentError, match="masked language model"):
         ec.predict_masked(lm, "x [MASK]")
+
+
+def test_bf16_model_gives_float32_records(tiny_path) -> None:  # type: ignore[no-untyped-def]
+    lm = ec.load(tiny_path("llama"), dtype=torch.bfloat16)
+    assert next(lm.model.parameters()).dtype == torch.bfloat16
+    gen = ec.generate(lm, PROMPT, max_new_tokens=3, min_new_tokens=3)
+    preds = ec.layer_predictions(lm, gen, gen.n_input_tokens)
+    attr = ec.attribute(lm, gen, n_steps=4, progress=False)
+    acts = ec.activations(lm, gen)
+    assert gen.top_probs.dtype == preds.probs.dtype == attr.scores.dtype == np.float32
+    assert acts.values.dtype == np.float32
+    np.testing.assert_allclose(attr.scores.sum(1), 1.0, rtol=1e-5)
+    assert next(lm.model.parameters()).dtype == torch.bfloat16  # never cast
