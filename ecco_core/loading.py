@@ -217,6 +217,15 @@ def load(
     """
     from transformers import AutoTokenizer
 
+    if device is not None:
+        try:
+            wanted = torch.device(device)
+        except (RuntimeError, TypeError) as exc:
+            raise InvalidArgumentError(f"device={device!r} is not a torch device: {exc}") from exc
+        if wanted.type == "cuda" and not torch.cuda.is_available():
+            raise InvalidArgumentError(
+                f"device={device!r}: CUDA is not available on this machine; use 'cpu'"
+            )
     if isinstance(source, nn.Module):
         if device is not None or dtype is not None or device_map is not None:
             raise InvalidArgumentError(

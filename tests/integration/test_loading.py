@@ -3,6 +3,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import torch
 
 import ecco_core as ec
 
@@ -34,5 +35,10 @@ def test_bad_sources_fail_fast_and_clearly(tmp_path, tiny_lm) -> None:  # type: 
         ec.load(tiny_lm("gpt2").model)
     with pytest.raises(ec.InvalidArgumentError, match="already-loaded"):
         ec.load(tiny_lm("gpt2").model, tiny_lm("gpt2").tokenizer, device="cpu")
+    with pytest.raises(ec.InvalidArgumentError, match="not a torch device"):
+        ec.load(tmp_path, device="gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ec.InvalidArgumentError, match="CUDA is not available"):
+            ec.load(tmp_path, device="cuda")
     with pytest.raises(ec.InvalidTypeError, match="source must be"):
         ec.load(3.5)  # type: ignore[arg-type]
