@@ -12,16 +12,6 @@ from playwright.sync_api import sync_playwright
 
 from ecco_adapters.browser import launch
 
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
 
 def main(source: str, target: str, height: int = 1500) -> None:
     with sync_playwright() as p:
