@@ -26,7 +26,7 @@ from .loading import LM
 from .neurons import main_stack
 from .records import Activations, Factorization
 from .serialization import load_record
-from .tokens import display_tokens
+from .tokens import token_table
 
 METHODS = ("nmf", "minibatch")
 ActivationsSource = Activations | str | os.PathLike[str]
@@ -188,9 +188,7 @@ def factorize(
         if lm is not None
         else np.zeros((n_components, 0), dtype=np.int64)
     )
-    promoted_tokens: list[list[str]] = []
-    for ids in promoted:
-        promoted_tokens.append(display_tokens(lm.tokenizer, ids.tolist())[1] if lm else [])
+    promoted_tokens = token_table(lm.tokenizer, promoted) if lm else [[] for _ in promoted]
     provenance = first.provenance
     return Factorization(
         token_factors=w.T.astype(np.float32),

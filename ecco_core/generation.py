@@ -18,7 +18,7 @@ from .errors import InvalidArgumentError
 from .head import top_k_softmax
 from .loading import LM
 from .records import Classification, Generation, MaskedPredictions
-from .tokens import display_tokens
+from .tokens import display_tokens, token_table
 
 
 def _pad_id(lm: LM) -> int:
@@ -78,12 +78,6 @@ def _top_k(logits: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
     """logits [..., vocab] -> (ids, probs) [..., k] of the softmax's k largest entries."""
     probs, ids = top_k_softmax(logits, k)
     return ids.cpu().numpy().astype(np.int64), probs.cpu().numpy().astype(np.float32)
-
-
-def _token_table(lm: LM, ids: np.ndarray) -> list[list[str]]:
-    _, shown = display_tokens(lm.tokenizer, ids.reshape(-1).tolist())
-    k = ids.shape[-1] if ids.ndim else 1
-    return [shown[i : i + k] for i in range(0, len(shown), k)]
 
 
 def _check_sampling(
@@ -212,7 +206,7 @@ def generate(
                 n_encoder_tokens=n_encoder,
                 top_ids=top_ids[:stop, b],
                 top_probs=top_probs[:stop, b],
-                top_tokens=_token_table(lm, top_ids[:stop, b]),
+                top_tokens=token_table(lm.tokenizer, top_ids[:stop, b]),
                 prompt=text,
                 text=lm.tokenizer.decode(generated, skip_special_tokens=True),
                 model_kind=lm.spec.kind,
@@ -257,7 +251,7 @@ def predict_masked(lm: LM, text: str, *, top_k: int = 10) -> MaskedPredictions:
         positions=np.array(positions, dtype=np.int64),
         top_ids=top_ids,
         top_probs=top_probs,
-        top_tokens=_token_table(lm, top_ids),
+        top_tokens=token_table(lm.tokenizer, top_ids),
         text=text,
         provenance=lm.provenance("predict_masked", {"top_k": top_k}),
     )

@@ -30,7 +30,7 @@ from .head import head_by_forward, head_by_linear, top_k_softmax
 from .loading import LM
 from .model_spec import modules
 from .records import Generation, LayerPredictions, MaskedPredictions, Rankings, RankingsWatch
-from .tokens import display_tokens
+from .tokens import display_tokens, token_table
 
 NORMS = ("final", "none")
 _LOGITS_BUDGET = 256 * 2**20  # bytes of float32 logits held at once
@@ -264,14 +264,13 @@ def layer_predictions(
         probs, ids = top_k_softmax(logits, top_k)
         for j, p in enumerate(checked[part]):
             layer_ids = ids[:, j].cpu().numpy().astype(np.int64)
-            _, shown = display_tokens(lm.tokenizer, layer_ids.reshape(-1).tolist())
             target = int(seq.token_ids[p])
             results.append(
                 LayerPredictions(
                     position=p,
                     token_ids=layer_ids,
                     probs=probs[:, j].cpu().numpy().astype(np.float32),
-                    tokens=[shown[i : i + top_k] for i in range(0, len(shown), top_k)],
+                    tokens=token_table(lm.tokenizer, layer_ids),
                     target_id=target,
                     target_token=seq.tokens[p],
                     sequence_tokens=seq.tokens,

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
+
 _BYTE_TOKEN = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 
 
@@ -94,3 +96,12 @@ def display_tokens(tokenizer: Any, ids: Sequence[int]) -> tuple[list[str], list[
             text = tokenizer.convert_tokens_to_string([token])
         shown.append(text)
     return raw, shown
+
+
+def token_table(tokenizer: Any, ids: np.ndarray) -> list[list[str]]:
+    """Display strings [rows][k] of a table of token ids [rows, k], in one tokenizer call."""
+    rows, k = ids.shape
+    if ids.size == 0:
+        return [[] for _ in range(rows)]
+    _, shown = display_tokens(tokenizer, ids.reshape(-1).tolist())
+    return [shown[i * k : (i + 1) * k] for i in range(rows)]
