@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
+import attrs
 import numpy as np
 import torch
 from sklearn.decomposition import NMF, MiniBatchNMF
@@ -189,7 +190,6 @@ def factorize(
         else np.zeros((n_components, 0), dtype=np.int64)
     )
     promoted_tokens = token_table(lm.tokenizer, promoted) if lm else [[] for _ in promoted]
-    provenance = first.provenance
     return Factorization(
         token_factors=w.T.astype(np.float32),
         neuron_factors=h.astype(np.float32),
@@ -202,13 +202,5 @@ def factorize(
         reconstruction_error=error,
         promoted_ids=promoted,
         promoted_tokens=promoted_tokens,
-        provenance=provenance.__class__(
-            model=provenance.model,
-            revision=provenance.revision,
-            library_version=provenance.library_version,
-            transformers_version=provenance.transformers_version,
-            torch_version=provenance.torch_version,
-            function="factorize",
-            params=params,
-        ),
+        provenance=attrs.evolve(first.provenance, function="factorize", params=params),
     )
