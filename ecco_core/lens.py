@@ -109,14 +109,13 @@ def clear_cache() -> None:
     _CACHE.clear()
 
 
-def layer_states(lm: LM, seq: _Sequence, rows: Sequence[int]) -> torch.Tensor:
+def layer_states(lm: LM, seq: _Sequence, rows: Sequence[int], key: Any) -> torch.Tensor:
     """Block outputs at hidden ``rows``: [n_layers, n_rows, hidden] (one forward pass).
 
-    The states of the most recent sequence are kept, so that rankings, layer predictions and
-    rankings watch over the same generation share one forward pass.
+    The states of the most recent sequence are kept under ``key`` (see :func:`_cache_key`), so
+    that rankings, layer predictions and rankings watch of one generation share one forward pass.
     """
     model, spec = lm.model, lm.spec
-    key = _cache_key(lm, seq)
     cached = _CACHE.get("states")
     if cached is not None and cached[0] == key:
         states = cached[1]
@@ -189,11 +188,12 @@ def _lens_chunks(
 ) -> Iterator[tuple[slice, torch.Tensor]]:
     """Logit-lens logits at ``positions``, in chunks: (slice of positions, [n_layers, n, vocab])."""
     rows = [int(p) - seq.row_offset for p in positions]
-    states = layer_states(lm, seq, rows)
+    sequence_key = _cache_key(lm, seq)
+    states = layer_states(lm, seq, rows, sequence_key)
     per = max(1, _LOGITS_BUDGET // max(1, states.shape[0] * lm.spec.vocab_size * 4))
     for start in range(0, len(rows), per):
         part = slice(start, min(start + per, len(rows)))
-        key = (_cache_key(lm, seq), norm, tuple(rows[part]))
+        key = (sequence_key, norm, tuple(rows[part]))
         cached = _CACHE.get("logits")
         if cached is not None and cached[0] == key:
             yield part, cached[1]
