@@ -21,6 +21,16 @@ from .records import Classification, Generation, MaskedPredictions
 from .tokens import display_tokens, token_table
 
 
+def encode_text(lm: LM, text: str) -> list[int]:
+    """Token ids of ``text`` (with the tokenizer's special tokens), within the model's limit."""
+    ids = list(lm.tokenizer(text, add_special_tokens=True)["input_ids"])
+    if lm.spec.max_positions is not None and len(ids) > lm.spec.max_positions:
+        raise InvalidArgumentError(
+            f"text of {len(ids)} tokens exceeds the model's limit of {lm.spec.max_positions}"
+        )
+    return ids
+
+
 def _pad_id(lm: LM) -> int:
     tok = lm.tokenizer
     for value in (
@@ -234,11 +244,7 @@ def predict_masked(lm: LM, text: str, *, top_k: int = 10) -> MaskedPredictions:
         raise InvalidArgumentError(
             f"text contains no mask token; write {mask!r} where the model should fill in"
         )
-    ids = list(lm.tokenizer(text, add_special_tokens=True)["input_ids"])
-    if lm.spec.max_positions is not None and len(ids) > lm.spec.max_positions:
-        raise InvalidArgumentError(
-            f"text of {len(ids)} tokens exceeds the model's limit of {lm.spec.max_positions}"
-        )
+    ids = encode_text(lm, text)
     positions = [i for i, t in enumerate(ids) if t == lm.tokenizer.mask_token_id]
     with analysis_mode(lm.model), torch.inference_mode():
         logits = lm.model(input_ids=torch.tensor([ids], device=lm.device)).logits[0]
@@ -264,11 +270,7 @@ def classify(lm: LM, text: str) -> Classification:
             f"classify needs a sequence-classification model; {lm.name} is {lm.spec.kind}"
         )
     check_prompts(text)
-    ids = list(lm.tokenizer(text, add_special_tokens=True)["input_ids"])
-    if lm.spec.max_positions is not None and len(ids) > lm.spec.max_positions:
-        raise InvalidArgumentError(
-            f"text of {len(ids)} tokens exceeds the model's limit of {lm.spec.max_positions}"
-        )
+    ids = encode_text(lm, text)
     with analysis_mode(lm.model), torch.inference_mode():
         logits = cast(Any, lm.model)(input_ids=torch.tensor([ids], device=lm.device)).logits[0]
     probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()

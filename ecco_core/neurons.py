@@ -15,6 +15,7 @@ import torch
 from .capture import capture_inputs, model_device
 from .checks import check_choice
 from .errors import InvalidArgumentError, InvalidTypeError
+from .generation import encode_text
 from .lens import run_forward
 from .loading import LM
 from .model_spec import modules
@@ -73,11 +74,7 @@ def _inputs(lm: LM, source: Source, stack: str) -> tuple[dict[str, torch.Tensor]
     if isinstance(source, str):
         if not source.strip():
             raise InvalidArgumentError("text is empty")
-        ids = list(lm.tokenizer(source, add_special_tokens=True)["input_ids"])
-        if lm.spec.max_positions is not None and len(ids) > lm.spec.max_positions:
-            raise InvalidArgumentError(
-                f"text of {len(ids)} tokens exceeds the model's limit of {lm.spec.max_positions}"
-            )
+        ids = encode_text(lm, source)
         if lm.spec.kind == "encoder-decoder" and stack == "decoder":
             raise InvalidArgumentError(
                 "decoder activations need a decoder sequence: pass a Generation, or stack='encoder'"
