@@ -31,7 +31,7 @@ from .checks import check_choice, check_int
 from .errors import InvalidArgumentError, InvalidTypeError
 from .head import head_by_forward, head_by_linear
 from .lens import watch_ids
-from .loading import LM
+from .loading import LM, check_record_ids
 from .records import Attributions, Classification, Generation, MaskedPredictions
 
 TARGETS = ("probability", "logit", "log_probability")
@@ -148,12 +148,7 @@ def _make_task(
     spec = lm.spec
     ids = record.token_ids
     embedding = lm.model.get_submodule(spec.embedding)
-    n_vocab = int(cast(torch.Tensor, embedding.weight).shape[0])
-    if ids.min() < 0 or ids.max() >= n_vocab:
-        raise InvalidArgumentError(
-            f"record has token ids up to {int(ids.max())} but the model's vocabulary has "
-            f"{n_vocab}: the record comes from another model"
-        )
+    check_record_ids(lm, ids.tolist())
     if label is not None and not isinstance(record, Classification):
         raise InvalidArgumentError("label applies to Classification records only")
     device = model_device(lm.model)

@@ -27,7 +27,7 @@ from .capture import analysis_mode, capture_outputs, model_device
 from .checks import check_choice, check_int
 from .errors import InvalidArgumentError, InvalidTypeError, UnsupportedModelError
 from .head import head_by_forward, head_by_linear, top_k_softmax
-from .loading import LM
+from .loading import LM, check_record_ids
 from .model_spec import modules
 from .records import Generation, LayerPredictions, MaskedPredictions, Rankings, RankingsWatch
 from .tokens import display_tokens, token_table
@@ -57,11 +57,7 @@ def _as_sequence(lm: LM, rec: Any) -> _Sequence:
             f"expected a Generation or MaskedPredictions record, got {type(rec).__name__}"
         )
     ids = rec.token_ids
-    if ids.size and (ids.min() < 0 or ids.max() >= lm.spec.vocab_size):
-        raise InvalidArgumentError(
-            f"record has token ids up to {int(ids.max())} but the model's vocabulary has "
-            f"{lm.spec.vocab_size}: the record comes from another model"
-        )
+    check_record_ids(lm, ids.tolist())
     device = model_device(lm.model)
     tensor = torch.tensor(np.array(ids), device=device)[None]
     if isinstance(rec, MaskedPredictions):

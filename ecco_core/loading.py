@@ -71,6 +71,19 @@ class LM:
         )
 
 
+def check_record_ids(lm: LM, ids: Any) -> None:
+    """Raise when a record's token ids [n] cannot come from this model's vocabulary."""
+    embedding = cast(torch.Tensor, lm.model.get_submodule(lm.spec.embedding).weight)
+    bound = int(embedding.shape[0])
+    if lm.spec.vocab_size:
+        bound = min(bound, lm.spec.vocab_size)
+    if len(ids) and (min(ids) < 0 or max(ids) >= bound):
+        raise InvalidArgumentError(
+            f"record has token ids up to {int(max(ids))} but the model's vocabulary has "
+            f"{bound}: the record comes from another model"
+        )
+
+
 def cache_dir() -> Path:
     """Where converted models are cached (``$ECCO_CORE_CACHE`` or ``~/.cache/ecco-core``)."""
     return Path(os.environ.get("ECCO_CORE_CACHE", Path.home() / ".cache" / "ecco-core"))

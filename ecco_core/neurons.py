@@ -17,7 +17,7 @@ from .checks import check_choice
 from .errors import InvalidArgumentError, InvalidTypeError
 from .generation import encode_text
 from .lens import run_forward
-from .loading import LM
+from .loading import LM, check_record_ids
 from .model_spec import modules
 from .records import FLOAT_DTYPES, Activations, Generation, MaskedPredictions
 from .tokens import display_tokens
@@ -85,8 +85,7 @@ def _inputs(lm: LM, source: Source, stack: str) -> tuple[dict[str, torch.Tensor]
             f"expected a text, a Generation or MaskedPredictions, got {type(source).__name__}"
         )
     all_ids = source.token_ids.tolist()
-    if lm.spec.vocab_size and max(all_ids) >= lm.spec.vocab_size:
-        raise InvalidArgumentError("the record's token ids do not fit this model's vocabulary")
+    check_record_ids(lm, all_ids)
     n_input = source.n_input_tokens if isinstance(source, Generation) else len(all_ids)
     n_enc = source.n_encoder_tokens if isinstance(source, Generation) else 0
     if not n_enc:

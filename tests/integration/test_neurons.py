@@ -79,6 +79,12 @@ def test_bad_activation_input(tiny_lm) -> None:  # type: ignore[no-untyped-def]
         ec.activations(lm, TEXT, stack="encoder")
     with pytest.raises(ec.InvalidArgumentError, match="text is empty"):
         ec.activations(lm, "")
+    gen = ec.generate(lm, "The Eiffel Tower", max_new_tokens=2, min_new_tokens=2)
+    foreign = ec.load_record(
+        gen.to_json().replace(f'"data": [{gen.token_ids[0]},', '"data": [999999,', 1)
+    )
+    with pytest.raises(ec.InvalidArgumentError, match="another model"):
+        ec.activations(lm, foreign)
 
 
 def test_factorize_equals_sklearn_on_clipped_activations(tiny_lm) -> None:  # type: ignore[no-untyped-def]
