@@ -284,7 +284,7 @@ def _native(
                 )
                 total[i] += (w * grad.float()).sum(dim=0)
         except torch.OutOfMemoryError:
-            if point.device.type != "cuda" or size == 1:
+            if x.device.type != "cuda" or size == 1:
                 raise
             size = max(1, size // 2)
             torch.cuda.empty_cache()
