@@ -202,6 +202,38 @@ def _ids(tok: Any, *names: str) -> dict[str, Any]:
     }
 
 
+def _gpt2_config(tokenizer: Any, **extra: Any) -> Any:
+    """Tiny GPT-2 config (also used by the GPT-2 classifier)."""
+    import transformers as tf
+
+    return tf.GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=128,
+        n_embd=32,
+        n_inner=64,
+        n_layer=2,
+        n_head=4,
+        **extra,
+        **_ids(tokenizer, "bos_token_id", "eos_token_id", "pad_token_id"),
+    )
+
+
+def _bert_config(tokenizer: Any, **extra: Any) -> Any:
+    """Tiny BERT config (also used by the BERT classifier)."""
+    import transformers as tf
+
+    return tf.BertConfig(
+        vocab_size=len(tokenizer),
+        intermediate_size=64,
+        max_position_embeddings=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        hidden_size=32,
+        **extra,
+        **_ids(tokenizer, "pad_token_id"),
+    )
+
+
 def _build(family: str) -> tuple[Any, Any]:
     import transformers as tf
 
@@ -209,17 +241,7 @@ def _build(family: str) -> tuple[Any, Any]:
     builders: dict[str, Callable[[], tuple[Any, Any]]] = {
         "gpt2": lambda: (
             (t := _gpt_style_tokenizer()),
-            tf.GPT2LMHeadModel(
-                tf.GPT2Config(
-                    vocab_size=len(t),
-                    n_positions=128,
-                    n_embd=32,
-                    n_inner=64,
-                    n_layer=2,
-                    n_head=4,
-                    **_ids(t, "bos_token_id", "eos_token_id", "pad_token_id"),
-                )
-            ),
+            tf.GPT2LMHeadModel(_gpt2_config(t)),
         ),
         "llama": lambda: (
             (t := _gpt_style_tokenizer()),
@@ -288,15 +310,7 @@ def _build(family: str) -> tuple[Any, Any]:
         ),
         "bert": lambda: (
             (t := _bert_tokenizer()),
-            tf.BertForMaskedLM(
-                tf.BertConfig(
-                    vocab_size=len(t),
-                    intermediate_size=64,
-                    max_position_embeddings=128,
-                    **small,
-                    **_ids(t, "pad_token_id"),
-                )
-            ),
+            tf.BertForMaskedLM(_bert_config(t)),
         ),
         "roberta": lambda: (
             (t := _roberta_style_tokenizer()),
@@ -359,31 +373,11 @@ def _build(family: str) -> tuple[Any, Any]:
         ),
         "bert_classifier": lambda: (
             (t := _bert_tokenizer()),
-            tf.BertForSequenceClassification(
-                tf.BertConfig(
-                    vocab_size=len(t),
-                    intermediate_size=64,
-                    max_position_embeddings=128,
-                    **small,
-                    **_LABELS,
-                    **_ids(t, "pad_token_id"),
-                )
-            ),
+            tf.BertForSequenceClassification(_bert_config(t, **_LABELS)),
         ),
         "gpt2_classifier": lambda: (
             (t := _gpt_style_tokenizer()),
-            tf.GPT2ForSequenceClassification(
-                tf.GPT2Config(
-                    vocab_size=len(t),
-                    n_positions=128,
-                    n_embd=32,
-                    n_inner=64,
-                    n_layer=2,
-                    n_head=4,
-                    **_LABELS,
-                    **_ids(t, "bos_token_id", "eos_token_id", "pad_token_id"),
-                )
-            ),
+            tf.GPT2ForSequenceClassification(_gpt2_config(t, **_LABELS)),
         ),
     }
     if family not in builders:
