@@ -18,7 +18,7 @@ import numpy as np
 import ecco_core as ec
 from ecco_adapters import html as eh
 from ecco_adapters.browser import launch
-from ecco_core.records import Provenance
+from ecco_core.testing import fixed_provenance
 
 N_TOKENS, N_TARGETS = 2000, 20
 
@@ -48,14 +48,7 @@ def record() -> ec.Attributions:
         baseline="zeros",
         precision="fp32",
         precision_deviation=0.0,
-        provenance=Provenance(
-            model="synthetic",
-            revision="",
-            library_version="",
-            transformers_version="",
-            torch_version="",
-            function="bench",
-        ),
+        provenance=fixed_provenance("synthetic", "bench"),
     )
 
 

@@ -56,6 +56,21 @@ _STDLIB_MODULES = (
 )
 
 
+def fixed_provenance(model: str = "test", function: str = "test", **params: Any) -> Any:
+    """A :class:`~ecco_core.records.Provenance` with fixed versions, for hand-built records."""
+    from .records import Provenance
+
+    return Provenance(
+        model=model,
+        revision="",
+        library_version="0",
+        transformers_version="0",
+        torch_version="0",
+        function=function,
+        params=params,
+    )
+
+
 def corpus() -> list[str]:
     """A small English corpus: fixed sentences plus standard-library docstrings."""
     texts = list(_SENTENCES) * 20

@@ -108,7 +108,7 @@ XSS = ("</script><script>window.__xss = 1</script>", '<img src=x onerror="window
 @pytest.fixture(scope="session")
 def xss_generation() -> ec.Generation:
     """A generation whose tokens try to break out of the page."""
-    from ecco_core.records import Provenance
+    from ecco_core.testing import fixed_provenance
 
     tokens = ["Hello", XSS[0], " and", XSS[1], " bye"]
     return ec.Generation(
@@ -123,12 +123,5 @@ def xss_generation() -> ec.Generation:
         prompt="Hello" + XSS[0],
         text=" and" + XSS[1] + " bye",
         model_kind="causal",
-        provenance=Provenance(
-            model="<script>m</script>",
-            revision="",
-            library_version="0",
-            transformers_version="0",
-            torch_version="0",
-            function="generate",
-        ),
+        provenance=fixed_provenance("<script>m</script>", "generate"),
     )

@@ -17,18 +17,10 @@ import pytest
 
 import ecco_core as ec
 from ecco_adapters import vega
-from ecco_core.records import Provenance
+from ecco_core.testing import fixed_provenance
 
 DATA = Path(__file__).with_name("data")
-PROV = Provenance(
-    model="golden",
-    revision="",
-    library_version="0",
-    transformers_version="0",
-    torch_version="0",
-    function="golden",
-    params={"norm": "final"},
-)
+PROV = fixed_provenance("golden", "golden", norm="final")
 TOKENS = ["The", " tower", " is", " in", " Paris", "."]
 
 

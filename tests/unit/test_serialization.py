@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 import ecco_core as ec
 from ecco_core.records import Provenance
+from ecco_core.testing import fixed_provenance
 
 text = st.text(max_size=12)
 json_scalar = (
@@ -162,14 +163,7 @@ def test_arrays_are_read_only() -> None:
             sequence_tokens=["a", "b"],
             layer_labels=["l0"],
             norm="final",
-            provenance=Provenance(
-                model="m",
-                revision="",
-                library_version="0",
-                transformers_version="0",
-                torch_version="0",
-                function="f",
-            ),
+            provenance=fixed_provenance("m", "f"),
         ).to_json()
     )
     with pytest.raises(ValueError):
@@ -189,14 +183,7 @@ def _envelope() -> dict:
         prompt="ab",
         text="c",
         model_kind="causal",
-        provenance=Provenance(
-            model="m",
-            revision="",
-            library_version="0",
-            transformers_version="0",
-            torch_version="0",
-            function="generate",
-        ),
+        provenance=fixed_provenance("m", "generate"),
     )
     return json.loads(gen.to_json())
 
