@@ -22,6 +22,7 @@ import torch
 import transformers
 from torch import nn
 
+from .capture import model_device
 from .errors import InvalidArgumentError, InvalidTypeError, ModelLoadError
 from .model_spec import ModelSpec, infer_spec
 from .records import Provenance
@@ -53,9 +54,8 @@ class LM:
 
     @property
     def device(self) -> torch.device:
-        """Device of the input embedding."""
-        weight = self.model.get_submodule(self.spec.embedding).weight
-        return cast(torch.device, weight.device)
+        """Device of the input embedding (where inputs must go)."""
+        return model_device(self.model)
 
     def provenance(self, function: str, params: dict[str, Any]) -> Provenance:
         """A :class:`Provenance` for a record made by ``function`` with ``params``."""
