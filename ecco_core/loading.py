@@ -192,16 +192,28 @@ def _load_from_source(
     if device_map is not None:
         model_kwargs["device_map"] = device_map
     try:
-        model = _auto_class(config).from_pretrained(source, **model_kwargs)
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"cannot load the model weights of {source!r}: {exc}") from exc
-    try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     except (OSError, ValueError, TypeError) as exc:
         raise ModelLoadError(
             f"{source!r} has a model but no usable tokenizer; pass tokenizer=... (cause: {exc})"
         ) from exc
+    check_tokenizer(tokenizer, source)
+    try:
+        model = _auto_class(config).from_pretrained(source, **model_kwargs)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot load the model weights of {source!r}: {exc}") from exc
     return model, tokenizer
+
+
+def check_tokenizer(tokenizer: Any, source: str) -> None:
+    """Raise when ``tokenizer`` cannot encode text.
+
+    transformers 5 silently builds an empty tokenizer when a folder lacks its vocabulary files.
+    """
+    if not tokenizer("hello world", add_special_tokens=False)["input_ids"]:
+        raise ModelLoadError(
+            f"the tokenizer of {source!r} is empty (no vocabulary files?); pass tokenizer=..."
+        )
 
 
 def load(
@@ -275,5 +287,6 @@ def load(
         raise InvalidTypeError(
             f"tokenizer must be a transformers tokenizer, not {type(tokenizer).__name__}"
         )
+    check_tokenizer(tokenizer, name)
     model_spec = spec if isinstance(spec, ModelSpec) else infer_spec(model, **(spec or {}))
     return LM(model=model, tokenizer=tokenizer, spec=model_spec, name=name)

@@ -31,6 +31,12 @@ def test_bad_sources_fail_fast_and_clearly(tmp_path, tiny_lm) -> None:  # type: 
     assert time.monotonic() - start < 20
     with pytest.raises(ec.ModelLoadError, match="holds no model"):
         ec.load(tmp_path)
+    bare = tmp_path / "no-tokenizer"
+    tiny_lm("gpt2").model.save_pretrained(bare)
+    start = time.monotonic()
+    with pytest.raises(ec.ModelLoadError, match=r"tokenizer .* is empty"):
+        ec.load(bare)
+    assert time.monotonic() - start < 20
     with pytest.raises(ec.InvalidArgumentError, match="needs its tokenizer"):
         ec.load(tiny_lm("gpt2").model)
     with pytest.raises(ec.InvalidArgumentError, match="already-loaded"):
