@@ -104,8 +104,25 @@ def _head(lm: LM, hidden: torch.Tensor) -> torch.Tensor:
     return head_by_forward(lm.model, spec.kind, str(spec.head_input), hidden, grad=True)
 
 
-def _target_values(task: _Task, x: torch.Tensor, steps: Sequence[int]) -> torch.Tensor:
-    """Explained quantity of ``steps`` for inputs x [B, n, hidden] -> [B, len(steps)].
+def _head_scores(task: _Task, hidden: torch.Tensor, steps: Sequence[int]) -> list[torch.Tensor]:
+    """Hidden states [B, len(steps), d] at the steps' rows -> explained quantity [B] per step.
+
+    The head runs once over all steps; it acts on each row alone.
+    """
+    logits = _head(task.lm, hidden)
+    return [_score(task, logits[:, j], s) for j, s in enumerate(steps)]
+
+
+def _body(task: _Task, x: torch.Tensor) -> torch.Tensor:
+    """Inputs x [B, n, d] of a causal or masked LM -> the LM head's input [B, n, d]."""
+    spec = task.lm.spec
+    runner = task.lm.model.get_submodule(str(spec.head_input))
+    extra = {"use_cache": False} if spec.kind == "causal" else {}
+    return cast(torch.Tensor, runner(inputs_embeds=x, **extra)[0])
+
+
+def _target_values(task: _Task, x: torch.Tensor, steps: Sequence[int]) -> list[torch.Tensor]:
+    """Explained quantity [B] of each of ``steps`` for inputs x [B, n, hidden].
 
     ``x`` may hold only a prefix of the rows, as long as it covers the steps' rows.
     """
@@ -113,19 +130,35 @@ def _target_values(task: _Task, x: torch.Tensor, steps: Sequence[int]) -> torch.
     model = cast(Any, lm.model)
     if lm.spec.kind == "classifier":
         logits = model(inputs_embeds=x).logits
-        columns = [_score(task, logits, s) for s in steps]
-    elif lm.spec.kind == "encoder-decoder":
+        return [_score(task, logits, s) for s in steps]
+    if lm.spec.kind == "encoder-decoder":
         n_enc = task.n_encoder_rows
         logits = model(
             inputs_embeds=x[:, :n_enc], decoder_inputs_embeds=x[:, n_enc:], use_cache=False
         ).logits
-        columns = [_score(task, logits[:, task.rows[s] - n_enc], s) for s in steps]
-    else:
-        runner = model.get_submodule(str(lm.spec.head_input))
-        extra = {"use_cache": False} if lm.spec.kind == "causal" else {}
-        hidden = runner(inputs_embeds=x, **extra)[0]
-        columns = [_score(task, _head(lm, hidden[:, task.rows[s]]), s) for s in steps]
-    return torch.stack(columns, dim=1)
+        return [_score(task, logits[:, task.rows[s] - n_enc], s) for s in steps]
+    hidden = _body(task, x)
+    return _head_scores(task, hidden[:, [task.rows[s] for s in steps]], steps)
+
+
+def _gradient_seeds(
+    task: _Task, x: torch.Tensor, steps: Sequence[int]
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per step, (output, cotangent) whose vector-Jacobian product with the inputs x
+    [B, n, hidden] is the gradient of that step's explained quantity.
+
+    For LMs whose head is reached through ``head_input``, the head's gradients for all steps
+    come from one backward pass over a detached copy of the predicting rows, so each step's
+    own backward pass starts at its row of the head input and never enters the head.
+    """
+    if task.lm.spec.kind in ("classifier", "encoder-decoder"):
+        return [(v, torch.ones_like(v)) for v in _target_values(task, x, steps)]
+    hidden = _body(task, x)
+    rows = [task.rows[s] for s in steps]
+    picked = hidden[:, rows].detach().requires_grad_(True)
+    scores = _head_scores(task, picked, steps)
+    (cotangents,) = torch.autograd.grad(torch.stack(scores).sum(), picked)
+    return [(hidden[:, r], cotangents[:, j]) for j, r in enumerate(rows)]
 
 
 def _class_index(lm: LM, record: Classification, value: int | str, what: str) -> int:
@@ -277,10 +310,10 @@ def _native(
         w = weights[start : start + size].to(x.device, torch.float32)[:, None, None]
         try:
             point = (base + a * (x - base)).detach().requires_grad_(True)
-            values = _target_values(task, point, steps)
-            for i in range(len(steps)):
+            seeds = _gradient_seeds(task, point, steps)
+            for i, (output, cotangent) in enumerate(seeds):
                 (grad,) = torch.autograd.grad(
-                    values[:, i].sum(), point, retain_graph=i < len(steps) - 1
+                    output, point, cotangent, retain_graph=i < len(seeds) - 1
                 )
                 total[i] += (w * grad.float()).sum(dim=0)
         except torch.OutOfMemoryError:
@@ -350,7 +383,7 @@ def _captum(
         inputs, baseline = x[:, :n].detach().clone(), base[:, :n].detach().clone()
 
         def forward(z: torch.Tensor, step: int = step) -> torch.Tensor:
-            return _target_values(task, z, [step])[:, 0]
+            return _target_values(task, z, [step])[0]
 
         module = _StepModule(task.lm.model, forward)
         mask = torch.arange(n, device=x.device)[None, :, None].expand_as(inputs)
@@ -545,7 +578,8 @@ def attribute(
         reference, _ = _aggregate(run([0], "fp32"), aggregation, name in TOKEN_LEVEL)
         deviation = float(np.abs(reference[0] - scores[0]).max())
     with _input_gradients_only(lm.model), torch.no_grad():
-        ends = _target_values(task, torch.cat([task.embeds, base]), all_steps).float().cpu()
+        ends = torch.stack(_target_values(task, torch.cat([task.embeds, base]), all_steps), 1)
+        ends = ends.float().cpu()
     delta = np.zeros(0, dtype=np.float32)
     if name == "integrated_gradients":
         delta = raw.sum(axis=(1, 2)) - (ends[0] - ends[1]).numpy()
