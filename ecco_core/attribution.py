@@ -82,8 +82,8 @@ class _Task:
     target: str
 
 
-def _score(task: _Task, logits: torch.Tensor, step: int) -> torch.Tensor:
-    """logits [B, vocab] -> the explained quantity [B] for ``step``."""
+def _scores(task: _Task, logits: torch.Tensor, steps: Sequence[int]) -> torch.Tensor:
+    """logits [B, len(steps), vocab] -> the explained quantity [B, len(steps)] of each step."""
     logits = logits.float()
     if task.target == "probability":
         values = torch.softmax(logits, dim=-1)
@@ -91,9 +91,10 @@ def _score(task: _Task, logits: torch.Tensor, step: int) -> torch.Tensor:
         values = torch.log_softmax(logits, dim=-1)
     else:
         values = logits
-    out = values[:, task.target_ids[step]]
+    ids = torch.tensor([task.target_ids[s] for s in steps], device=values.device)
+    out = values.gather(-1, ids.expand(values.shape[0], -1)[..., None])[..., 0]
     if task.foil_id >= 0:
-        out = out - values[:, task.foil_id]
+        out = out - values[..., task.foil_id]
     return out
 
 
@@ -104,15 +105,6 @@ def _head(lm: LM, hidden: torch.Tensor) -> torch.Tensor:
     return head_by_forward(lm.model, spec.kind, str(spec.head_input), hidden, grad=True)
 
 
-def _head_scores(task: _Task, hidden: torch.Tensor, steps: Sequence[int]) -> list[torch.Tensor]:
-    """Hidden states [B, len(steps), d] at the steps' rows -> explained quantity [B] per step.
-
-    The head runs once over all steps; it acts on each row alone.
-    """
-    logits = _head(task.lm, hidden)
-    return [_score(task, logits[:, j], s) for j, s in enumerate(steps)]
-
-
 def _body(task: _Task, x: torch.Tensor) -> torch.Tensor:
     """Inputs x [B, n, d] of a causal or masked LM -> the LM head's input [B, n, d]."""
     spec = task.lm.spec
@@ -121,8 +113,8 @@ def _body(task: _Task, x: torch.Tensor) -> torch.Tensor:
     return cast(torch.Tensor, runner(inputs_embeds=x, **extra)[0])
 
 
-def _target_values(task: _Task, x: torch.Tensor, steps: Sequence[int]) -> list[torch.Tensor]:
-    """Explained quantity [B] of each of ``steps`` for inputs x [B, n, hidden].
+def _target_values(task: _Task, x: torch.Tensor, steps: Sequence[int]) -> torch.Tensor:
+    """Explained quantity [B, len(steps)] of ``steps`` for inputs x [B, n, hidden].
 
     ``x`` may hold only a prefix of the rows, as long as it covers the steps' rows.
     """
@@ -130,15 +122,15 @@ def _target_values(task: _Task, x: torch.Tensor, steps: Sequence[int]) -> list[t
     model = cast(Any, lm.model)
     if lm.spec.kind == "classifier":
         logits = model(inputs_embeds=x).logits
-        return [_score(task, logits, s) for s in steps]
+        return _scores(task, logits[:, None].expand(-1, len(steps), -1), steps)
+    rows = [task.rows[s] for s in steps]
     if lm.spec.kind == "encoder-decoder":
         n_enc = task.n_encoder_rows
         logits = model(
             inputs_embeds=x[:, :n_enc], decoder_inputs_embeds=x[:, n_enc:], use_cache=False
         ).logits
-        return [_score(task, logits[:, task.rows[s] - n_enc], s) for s in steps]
-    hidden = _body(task, x)
-    return _head_scores(task, hidden[:, [task.rows[s] for s in steps]], steps)
+        return _scores(task, logits[:, [r - n_enc for r in rows]], steps)
+    return _scores(task, _head(lm, _body(task, x)[:, rows]), steps)
 
 
 def _gradient_seeds(
@@ -148,16 +140,16 @@ def _gradient_seeds(
     [B, n, hidden] is the gradient of that step's explained quantity.
 
     For LMs whose head is reached through ``head_input``, the head's gradients for all steps
-    come from one backward pass over a detached copy of the predicting rows, so each step's
-    own backward pass starts at its row of the head input and never enters the head.
+    come from one backward pass over a detached copy of the predicting rows (the head acts on
+    each row alone), so each step's own backward pass starts at its row of the head input.
     """
     if task.lm.spec.kind in ("classifier", "encoder-decoder"):
-        return [(v, torch.ones_like(v)) for v in _target_values(task, x, steps)]
+        values = _target_values(task, x, steps)
+        return [(values[:, j], torch.ones_like(values[:, j])) for j in range(len(steps))]
     hidden = _body(task, x)
     rows = [task.rows[s] for s in steps]
     picked = hidden[:, rows].detach().requires_grad_(True)
-    scores = _head_scores(task, picked, steps)
-    (cotangents,) = torch.autograd.grad(torch.stack(scores).sum(), picked)
+    (cotangents,) = torch.autograd.grad(_scores(task, _head(task.lm, picked), steps).sum(), picked)
     return [(hidden[:, r], cotangents[:, j]) for j, r in enumerate(rows)]
 
 
@@ -383,7 +375,7 @@ def _captum(
         inputs, baseline = x[:, :n].detach().clone(), base[:, :n].detach().clone()
 
         def forward(z: torch.Tensor, step: int = step) -> torch.Tensor:
-            return _target_values(task, z, [step])[0]
+            return _target_values(task, z, [step])[:, 0]
 
         module = _StepModule(task.lm.model, forward)
         mask = torch.arange(n, device=x.device)[None, :, None].expand_as(inputs)
@@ -578,8 +570,7 @@ def attribute(
         reference, _ = _aggregate(run([0], "fp32"), aggregation, name in TOKEN_LEVEL)
         deviation = float(np.abs(reference[0] - scores[0]).max())
     with _input_gradients_only(lm.model), torch.no_grad():
-        ends = torch.stack(_target_values(task, torch.cat([task.embeds, base]), all_steps), 1)
-        ends = ends.float().cpu()
+        ends = _target_values(task, torch.cat([task.embeds, base]), all_steps).float().cpu()
     delta = np.zeros(0, dtype=np.float32)
     if name == "integrated_gradients":
         delta = raw.sum(axis=(1, 2)) - (ends[0] - ends[1]).numpy()
