@@ -277,6 +277,34 @@ def _gauss_legendre(n_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor((nodes + 1) / 2), torch.tensor(weights / 2)
 
 
+def _prefix_groups(visible: Sequence[int]) -> list[tuple[int, list[int]]]:
+    """Split steps into groups that share one forward pass over a prefix of the inputs.
+
+    ``visible[i]`` is how many input rows step ``i`` sees (non-decreasing). A group ending at
+    ``e`` rows with ``k`` steps costs about ``e * (1 + k)`` row passes (one forward, one
+    input-gradient backward per step), so late steps need not pay for rows the early ones
+    never see. Returns (rows, step indices) per group, minimizing the total by dynamic
+    programming over the contiguous splits.
+    """
+    n = len(visible)
+    best = [0.0] + [float("inf")] * n
+    cut = [0] * (n + 1)
+    for j in range(1, n + 1):
+        for i in range(j):
+            cost = best[i] + visible[j - 1] * (1 + j - i)
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    groups = []
+    j = n
+    while j > 0:
+        groups.append((visible[j - 1], list(range(cut[j], j))))
+        j = cut[j]
+    return groups[::-1]
+
+
+ROWS_PER_PASS = 400
+
+
 def _native(
     task: _Task,
     method: str,
@@ -286,36 +314,46 @@ def _native(
     steps: Sequence[int],
     progress: Any,
 ) -> torch.Tensor:
-    """Raw attributions [len(steps), n_rows, hidden] of a gradient method."""
+    """Raw attributions [len(steps), n_rows, hidden] of a gradient method.
+
+    Steps are grouped by :func:`_prefix_groups`; each group runs forward passes over its
+    prefix of the inputs for batches of interpolation points (``batch_size`` points, by
+    default about ``ROWS_PER_PASS`` token rows), then one backward pass per step.
+    """
     x = task.embeds
     if method == "integrated_gradients":
         alphas, weights = _gauss_legendre(n_steps)
     else:
         alphas, weights = torch.ones(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64)
-    n_rows = x.shape[1]
-    size = batch_size or max(1, min(len(alphas), 400 // max(1, n_rows)))
     total = torch.zeros((len(steps), *x.shape[1:]), dtype=torch.float32, device=x.device)
-    bar = tqdm(total=len(alphas), desc=f"{method} ({len(steps)} tokens)", disable=progress)
-    start = 0
-    while start < len(alphas):
-        a = alphas[start : start + size].to(x.device, x.dtype)[:, None, None]
-        w = weights[start : start + size].to(x.device, torch.float32)[:, None, None]
-        try:
-            point = (base + a * (x - base)).detach().requires_grad_(True)
-            seeds = _gradient_seeds(task, point, steps)
-            for i, (output, cotangent) in enumerate(seeds):
-                (grad,) = torch.autograd.grad(
-                    output, point, cotangent, retain_graph=i < len(seeds) - 1
-                )
-                total[i] += (w * grad.float()).sum(dim=0)
-        except torch.OutOfMemoryError:
-            if x.device.type != "cuda" or size == 1:
-                raise
-            size = max(1, size // 2)
-            torch.cuda.empty_cache()
-            continue
-        bar.update(len(a))
-        start += len(a)
+    groups = _prefix_groups([task.visible[s] for s in steps])
+    bar = tqdm(
+        total=len(alphas) * len(groups),
+        desc=f"{method} ({len(steps)} tokens)",
+        disable=progress,
+    )
+    for end, members in groups:
+        start = 0
+        while start < len(alphas):
+            size = batch_size or max(1, min(len(alphas), ROWS_PER_PASS // end))
+            a = alphas[start : start + size].to(x.device, x.dtype)[:, None, None]
+            w = weights[start : start + size].to(x.device, torch.float32)[:, None, None]
+            try:
+                point = (base + a * (x - base))[:, :end].detach().requires_grad_(True)
+                seeds = _gradient_seeds(task, point, [steps[i] for i in members])
+                for k, (i, (output, cotangent)) in enumerate(zip(members, seeds, strict=True)):
+                    (grad,) = torch.autograd.grad(
+                        output, point, cotangent, retain_graph=k < len(members) - 1
+                    )
+                    total[i, :end] += (w * grad.float()).sum(dim=0)
+            except torch.OutOfMemoryError:
+                if x.device.type != "cuda" or size == 1:
+                    raise
+                batch_size = max(1, size // 2)
+                torch.cuda.empty_cache()
+                continue
+            bar.update(len(a))
+            start += len(a)
     bar.close()
     if method == "saliency":
         return total.abs()
