@@ -135,22 +135,28 @@ def _target_values(task: _Task, x: torch.Tensor, steps: Sequence[int]) -> torch.
 
 def _gradient_seeds(
     task: _Task, x: torch.Tensor, steps: Sequence[int]
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per step, (output, cotangent) whose vector-Jacobian product with the inputs x
-    [B, n, hidden] is the gradient of that step's explained quantity.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """An output of the inputs x [B, n, hidden] and cotangents [len(steps), *output.shape]:
+    the vector-Jacobian product of the output with cotangent ``j`` is the gradient of step
+    ``j``'s explained quantity.
 
-    For LMs whose head is reached through ``head_input``, the head's gradients for all steps
-    come from one backward pass over a detached copy of the predicting rows (the head acts on
-    each row alone), so each step's own backward pass starts at its row of the head input.
+    For LMs whose head is reached through ``head_input``, the output is the head input
+    [B, n, d]: the head's gradients for all steps come from one backward pass over a detached
+    copy of the predicting rows (the head acts on each row alone), so the backward passes of
+    the steps start at their rows of the head input and never enter the head.
     """
     if task.lm.spec.kind in ("classifier", "encoder-decoder"):
         values = _target_values(task, x, steps)
-        return [(values[:, j], torch.ones_like(values[:, j])) for j in range(len(steps))]
+        eye = torch.eye(len(steps), dtype=values.dtype, device=values.device)
+        return values, eye[:, None, :].expand(-1, values.shape[0], -1)
     hidden = _body(task, x)
     rows = [task.rows[s] for s in steps]
     picked = hidden[:, rows].detach().requires_grad_(True)
-    (cotangents,) = torch.autograd.grad(_scores(task, _head(task.lm, picked), steps).sum(), picked)
-    return [(hidden[:, r], cotangents[:, j]) for j, r in enumerate(rows)]
+    (head_grads,) = torch.autograd.grad(_scores(task, _head(task.lm, picked), steps).sum(), picked)
+    cotangents = torch.zeros((len(steps), *hidden.shape), dtype=hidden.dtype, device=x.device)
+    for j, r in enumerate(rows):
+        cotangents[j, :, r] = head_grads[:, j]
+    return hidden, cotangents
 
 
 def _class_index(lm: LM, record: Classification, value: int | str, what: str) -> int:
@@ -340,12 +346,9 @@ def _native(
             w = weights[start : start + size].to(x.device, torch.float32)[:, None, None]
             try:
                 point = (base + a * (x - base))[:, :end].detach().requires_grad_(True)
-                seeds = _gradient_seeds(task, point, [steps[i] for i in members])
-                for k, (i, (output, cotangent)) in enumerate(zip(members, seeds, strict=True)):
-                    (grad,) = torch.autograd.grad(
-                        output, point, cotangent, retain_graph=k < len(members) - 1
-                    )
-                    total[i, :end] += (w * grad.float()).sum(dim=0)
+                output, cotangents = _gradient_seeds(task, point, [steps[i] for i in members])
+                (grads,) = torch.autograd.grad(output, point, cotangents, is_grads_batched=True)
+                total[members, :end] += (w * grads.float()).sum(dim=1)
             except torch.OutOfMemoryError:
                 if x.device.type != "cuda" or size == 1:
                     raise
