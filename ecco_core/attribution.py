@@ -324,7 +324,8 @@ def _native(
 
     Steps are grouped by :func:`_prefix_groups`; each group runs forward passes over its
     prefix of the inputs for batches of interpolation points (``batch_size`` points, by
-    default about ``ROWS_PER_PASS`` token rows), then one backward pass per step.
+    default equal batches of at most ``ROWS_PER_PASS`` token rows), each followed by one
+    batched vector-Jacobian product for all the group's steps.
     """
     x = task.embeds
     if method == "integrated_gradients":
@@ -341,7 +342,8 @@ def _native(
     for end, members in groups:
         start = 0
         while start < len(alphas):
-            size = batch_size or max(1, min(len(alphas), ROWS_PER_PASS // end))
+            most = max(1, ROWS_PER_PASS // end)
+            size = batch_size or -(-len(alphas) // -(-len(alphas) // most))
             a = alphas[start : start + size].to(x.device, x.dtype)[:, None, None]
             w = weights[start : start + size].to(x.device, torch.float32)[:, None, None]
             try:

@@ -13,7 +13,7 @@ from captum._utils.models.linear_model import SkLearnLinearRegression
 from torch import nn
 
 import ecco_core as ec
-from ecco_core.attribution import _make_task, _shap_baselines
+from ecco_core.attribution import _make_task, _prefix_groups, _shap_baselines
 from ecco_core.testing import ENCODER_DECODER_FAMILIES, FAMILIES, MASKED_FAMILIES
 
 PROMPT = "The Eiffel Tower is in"
@@ -271,3 +271,24 @@ def test_sequence_classification_attribution(tiny_lm, family: str) -> None:  # t
         ec.attribute(lm, rec, label="joy")
     acts = ec.activations(lm, "the tower is in paris")
     assert acts.stack == "encoder" and acts.values.shape[0] == 2
+
+
+@pytest.mark.parametrize("family", GENERATING)
+def test_long_generation_in_prefix_groups_matches_captum(tiny_lm, family: str) -> None:  # type: ignore[no-untyped-def]
+    lm = tiny_lm(family)
+    gen = ec.generate(lm, "The", max_new_tokens=10, min_new_tokens=10)
+    task = _make_task(lm, gen, "probability", None, None)
+    assert len(_prefix_groups(task.visible)) >= 2
+    result = ec.attribute(lm, gen, "ig", progress=False)
+    for step in range(gen.n_generated):
+        x = _prefix_embeds(lm, gen, step)
+        raw = ca.IntegratedGradients(Prefix(lm, family, gen, step)).attribute(
+            x, baselines=torch.zeros_like(x), n_steps=50
+        )
+        n = x.shape[1]
+        expected = _expected_scores(raw, False)
+        np.testing.assert_allclose(result.scores[step, :n], expected, rtol=2e-3, atol=2e-5)
+        assert (result.scores[step, n:] == 0).all()
+    small = ec.attribute(lm, gen, "ig", batch_size=7, progress=False)
+    np.testing.assert_allclose(small.scores, result.scores, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(small.convergence_delta, result.convergence_delta, atol=1e-5)
