@@ -5,12 +5,15 @@ inputs are the token embeddings (the model adds position embeddings as usual), i
 gradients use a zero baseline and 50 Gauss-Legendre steps, and each token's score is the L2 norm
 of its attribution over embedding dimensions, normalized to sum 1 per predicted token.
 
-Gradient methods (integrated gradients, saliency, grad x input) are computed natively: one
-forward pass over the whole sequence per batch of interpolation points serves every generated
-token (the causal mask makes position ``t`` depend only on its prefix, so this equals running
-each prefix separately), the LM head is applied only at the predicting positions, one
-vector-Jacobian product per generated token gives the input gradients, and parameter gradients
-are switched off. The other methods run captum on each prefix, as Ecco did.
+Gradient methods (integrated gradients, saliency, grad x input) are computed natively. The
+causal mask makes the prediction at position ``t`` depend only on its prefix, so one forward
+pass over a prefix serves every generated token inside it with the results of Ecco's
+per-prefix runs. Tokens are grouped by prefix so that the backward passes of early tokens
+skip the rows only later tokens see (:func:`_prefix_groups`); per group and batch of interpolation points there is
+one forward pass, the LM head runs once over the predicting rows only and its gradients come
+from one small backward pass, and one batched vector-Jacobian product (``is_grads_batched``)
+gives every token's input gradients. Parameter gradients are switched off. The other methods
+run captum on each prefix, as Ecco did.
 """
 
 from __future__ import annotations
@@ -568,8 +571,9 @@ def attribute(
     n_steps : integration steps of integrated gradients (Gauss-Legendre).
     baseline : ``zeros``, ``pad``, ``unk``, ``mask`` (that token's embedding), or a tensor
         [hidden] or [n_input_rows, hidden].
-    batch_size : interpolation points per forward pass (default: about 400 token rows per
-        pass); on CUDA an out-of-memory error halves it and goes on.
+    batch_size : interpolation points per forward pass (default: equal batches of at most
+        ``ROWS_PER_PASS`` = 400 token rows); on CUDA an out-of-memory error halves it and goes
+        on.
     precision : ``fp32``; ``tf32`` (CUDA) or ``bf16`` record their measured deviation.
     n_samples, seed : samples of the sampling methods (SHAP, LIME) and their random seed.
     progress : show a progress bar (default: only in interactive terminals and notebooks).
