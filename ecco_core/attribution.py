@@ -8,12 +8,12 @@ of its attribution over embedding dimensions, normalized to sum 1 per predicted 
 Gradient methods (integrated gradients, saliency, grad x input) are computed natively. The
 causal mask makes the prediction at position ``t`` depend only on its prefix, so one forward
 pass over a prefix serves every generated token inside it with the results of Ecco's
-per-prefix runs. Tokens are grouped by prefix so that the backward passes of early tokens
-skip the rows only later tokens see (:func:`_prefix_groups`); per group and batch of interpolation points there is
-one forward pass, the LM head runs once over the predicting rows only and its gradients come
-from one small backward pass, and one batched vector-Jacobian product (``is_grads_batched``)
-gives every token's input gradients. Parameter gradients are switched off. The other methods
-run captum on each prefix, as Ecco did.
+per-prefix runs. Tokens are grouped by prefix so that the backward passes of early tokens skip
+the rows only later tokens see (:func:`_prefix_groups`). Per group and batch of interpolation
+points there is one forward pass; the LM head runs once over the predicting rows only, its
+gradients come from one small backward pass, and one batched vector-Jacobian product
+(``is_grads_batched``) gives every token's input gradients. Parameter gradients are switched
+off. The other methods run captum on each prefix, as Ecco did.
 """
 
 from __future__ import annotations

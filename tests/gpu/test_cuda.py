@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -38,3 +40,15 @@ def test_cuda_matches_cpu(tiny_path, family: str) -> None:  # type: ignore[no-un
     assert tf32.precision_deviation < 0.05
     acts_cpu, acts_gpu = ec.activations(cpu, a), ec.activations(gpu, a)
     np.testing.assert_allclose(acts_cpu.values, acts_gpu.values, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_batched_input_gradients_run_without_vmap_fallback(tiny_path, precision: str) -> None:  # type: ignore[no-untyped-def]
+    """The batched vector-Jacobian product must not fall back to a per-sample loop (PyTorch
+    warns "performance drop" when an op on the CUDA path lacks a batching rule)."""
+    lm = ec.load(tiny_path("llama"), device="cuda")
+    gen = ec.generate(lm, "The Eiffel Tower is in", max_new_tokens=6, min_new_tokens=6)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*performance drop.*")
+        result = ec.attribute(lm, gen, precision=precision, progress=False)
+    assert np.isfinite(result.scores).all()
