@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import bench_cuda
 import torch
 
 import ecco_core as ec
@@ -63,42 +64,6 @@ def ig_gflop(lm: ec.LM, gen: ec.Generation, n_steps: int) -> float:
     body = 2 * blocks * row_passes * n_steps
     head = 2 * 2 * lm.spec.hidden_size * lm.spec.vocab_size * gen.n_generated * n_steps
     return (body + head) / 1e9
-
-
-def cuda_variant() -> None:
-    """IG on a random Llama with SmolLM2-1.7B shapes, 32 new tokens, fp32 and bf16."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    base = ec.load()
-    config = LlamaConfig(
-        vocab_size=49152,
-        hidden_size=2048,
-        intermediate_size=8192,
-        num_hidden_layers=24,
-        num_attention_heads=32,
-        num_key_value_heads=32,
-        max_position_embeddings=8192,
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config).to("cuda").eval()
-    lm = ec.load(model, base.tokenizer)
-    gen = ec.generate(lm, PROMPT, max_new_tokens=32, min_new_tokens=32)
-    assert isinstance(gen, ec.Generation)
-    card = torch.cuda.get_device_name()
-    rate = matmul_gflops("cuda")
-    for precision in ("fp32", "bf16"):
-        seconds = median_seconds(
-            lambda p=precision: ec.attribute(lm, gen, precision=p, progress=False), 3
-        )
-        res = ec.attribute(lm, gen, precision=precision, progress=False)
-        flops = ig_gflop(lm, gen, 50)
-        print(
-            f"[{card}] IG-50, 1.7B-shaped Llama, 32 tokens, {precision}: {seconds:.2f} s, "
-            f"{flops / seconds:.0f} GFLOP/s ({flops / seconds / rate:.2f} of fp32 matmul "
-            f"{rate:.0f}), deviation from fp32 {res.precision_deviation:.2e} "
-            "(Ecco 7.7 s, inseq 8.5 s; targets fp32 < 4 s, bf16 < 0.8 s)"
-        )
 
 
 def main() -> None:
@@ -183,7 +148,7 @@ def main() -> None:
         "(not converged at 50 steps with a zero baseline; shown, not hidden)"
     )
     if torch.cuda.is_available():
-        cuda_variant()
+        bench_cuda.run()
     else:
         print("no CUDA device: the 1.7B-shaped GPU variant was not run")
 
