@@ -19,6 +19,7 @@ off. The other methods run captum on each prefix, as Ecco did.
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, cast
@@ -291,8 +292,8 @@ def _prefix_groups(visible: Sequence[int]) -> list[tuple[int, list[int]]]:
 
     ``visible[i]`` is how many input rows step ``i`` sees (non-decreasing). A group ending at
     ``e`` rows with ``k`` steps costs about ``e * (1 + k)`` row passes (one forward, one
-    input-gradient backward per step), so late steps need not pay for rows the early ones
-    never see. Returns (rows, step indices) per group, minimizing the total by dynamic
+    input-gradient backward per step), so the backward passes of early steps skip the rows
+    only later steps see. Returns (rows, step indices) per group, minimizing the total by dynamic
     programming over the contiguous splits.
     """
     n = len(visible)
@@ -312,6 +313,11 @@ def _prefix_groups(visible: Sequence[int]) -> list[tuple[int, list[int]]]:
 
 
 ROWS_PER_PASS = 400
+
+
+def _even_batch(n: int, most: int) -> int:
+    """Size of the fewest equal batches of at most ``most`` that cover ``n`` items."""
+    return math.ceil(n / math.ceil(n / most))
 
 
 def _native(
@@ -345,8 +351,7 @@ def _native(
     for end, members in groups:
         start = 0
         while start < len(alphas):
-            most = max(1, ROWS_PER_PASS // end)
-            size = batch_size or -(-len(alphas) // -(-len(alphas) // most))
+            size = batch_size or _even_batch(len(alphas), max(1, ROWS_PER_PASS // end))
             a = alphas[start : start + size].to(x.device, x.dtype)[:, None, None]
             w = weights[start : start + size].to(x.device, torch.float32)[:, None, None]
             try:
