@@ -139,28 +139,25 @@ def _target_values(task: _Task, x: torch.Tensor, steps: Sequence[int]) -> torch.
 
 def _gradient_seeds(
     task: _Task, x: torch.Tensor, steps: Sequence[int]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """An output of the inputs x [B, n, hidden] and cotangents [len(steps), *output.shape]:
-    the vector-Jacobian product of the output with cotangent ``j`` is the gradient of step
-    ``j``'s explained quantity.
+) -> tuple[torch.Tensor, list[int], torch.Tensor]:
+    """(output, positions, seeds): the gradient of step ``j``'s explained quantity with respect
+    to the inputs x [B, n, hidden] is the vector-Jacobian product of ``output`` with a cotangent
+    that is ``seeds[:, j]`` at ``output[:, positions[j]]`` and zero elsewhere.
 
     For LMs whose head is reached through ``head_input``, the output is the head input
-    [B, n, d]: the head's gradients for all steps come from one backward pass over a detached
-    copy of the predicting rows (the head acts on each row alone), so the backward passes of
-    the steps start at their rows of the head input and never enter the head.
+    [B, n, d] and seeds [B, len(steps), d] are the head's gradients, all from one backward pass
+    over a detached copy of the predicting rows (the head acts on each row alone), so the
+    steps' backward passes start at their rows and never enter the head. Otherwise the output
+    is the explained quantity [B, len(steps)] itself, with seeds of ones.
     """
     if task.lm.spec.kind in ("classifier", "encoder-decoder"):
         values = _target_values(task, x, steps)
-        eye = torch.eye(len(steps), dtype=values.dtype, device=values.device)
-        return values, eye[:, None, :].expand(-1, values.shape[0], -1)
+        return values, list(range(len(steps))), torch.ones_like(values)
     hidden = _body(task, x)
     rows = [task.rows[s] for s in steps]
     picked = hidden[:, rows].detach().requires_grad_(True)
     (head_grads,) = torch.autograd.grad(_scores(task, _head(task.lm, picked), steps).sum(), picked)
-    cotangents = torch.zeros((len(steps), *hidden.shape), dtype=hidden.dtype, device=x.device)
-    for j, r in enumerate(rows):
-        cotangents[j, :, r] = head_grads[:, j]
-    return hidden, cotangents
+    return hidden, rows, head_grads
 
 
 def _class_index(lm: LM, record: Classification, value: int | str, what: str) -> int:
@@ -313,11 +310,34 @@ def _prefix_groups(visible: Sequence[int]) -> list[tuple[int, list[int]]]:
 
 
 ROWS_PER_PASS = 400
+VJP_ROWS = 4000
 
 
 def _even_batch(n: int, most: int) -> int:
     """Size of the fewest equal batches of at most ``most`` that cover ``n`` items."""
     return math.ceil(n / math.ceil(n / most))
+
+
+def _weighted_gradients(
+    task: _Task, point: torch.Tensor, steps: Sequence[int], weights: torch.Tensor, per_vjp: int
+) -> torch.Tensor:
+    """Sum over the B points of weights [B, 1, 1] x input gradients -> [len(steps), n, hidden].
+
+    point [B, n, hidden] requires grad; ``per_vjp`` steps share one batched vector-Jacobian
+    product.
+    """
+    output, positions, seeds = _gradient_seeds(task, point, steps)
+    out = torch.zeros((len(steps), *point.shape[1:]), dtype=torch.float32, device=point.device)
+    for lo in range(0, len(steps), per_vjp):
+        hi = min(lo + per_vjp, len(steps))
+        cotangents = torch.zeros((hi - lo, *output.shape), dtype=output.dtype, device=output.device)
+        for j in range(lo, hi):
+            cotangents[j - lo, :, positions[j]] = seeds[:, j]
+        (grads,) = torch.autograd.grad(
+            output, point, cotangents, retain_graph=hi < len(steps), is_grads_batched=True
+        )
+        out[lo:hi] = (weights * grads.float()).sum(dim=1)
+    return out
 
 
 def _native(
@@ -333,8 +353,9 @@ def _native(
 
     Steps are grouped by :func:`_prefix_groups`; each group runs forward passes over its
     prefix of the inputs for batches of interpolation points (``batch_size`` points, by
-    default equal batches of at most ``ROWS_PER_PASS`` token rows), each followed by one
-    batched vector-Jacobian product for all the group's steps.
+    default equal batches of at most ``ROWS_PER_PASS`` token rows), each followed by batched
+    vector-Jacobian products of at most about ``VJP_ROWS`` token rows (steps x points x
+    rows). On CUDA, out of memory halves the points per pass, then the steps per product.
     """
     x = task.embeds
     if method == "integrated_gradients":
@@ -348,23 +369,30 @@ def _native(
         desc=f"{method} ({len(steps)} tokens)",
         disable=progress,
     )
+    step_limit = len(steps)
     for end, members in groups:
         start = 0
         while start < len(alphas):
             size = batch_size or _even_batch(len(alphas), max(1, ROWS_PER_PASS // end))
             a = alphas[start : start + size].to(x.device, x.dtype)[:, None, None]
             w = weights[start : start + size].to(x.device, torch.float32)[:, None, None]
+            most = min(step_limit, max(1, VJP_ROWS // (len(a) * end)))
+            per_vjp = _even_batch(len(members), most)
             try:
                 point = (base + a * (x - base))[:, :end].detach().requires_grad_(True)
-                output, cotangents = _gradient_seeds(task, point, [steps[i] for i in members])
-                (grads,) = torch.autograd.grad(output, point, cotangents, is_grads_batched=True)
-                total[members, :end] += (w * grads.float()).sum(dim=1)
+                part = _weighted_gradients(task, point, [steps[i] for i in members], w, per_vjp)
             except torch.OutOfMemoryError:
-                if x.device.type != "cuda" or size == 1:
+                if x.device.type != "cuda" or (len(a) == 1 and per_vjp == 1):
                     raise
-                batch_size = max(1, size // 2)
+                if len(a) > 1:
+                    batch_size = max(1, len(a) // 2)
+                else:
+                    step_limit = max(1, per_vjp // 2)
+                part = None
+            if part is None:
                 torch.cuda.empty_cache()
                 continue
+            total[members, :end] += part
             bar.update(len(a))
             start += len(a)
     bar.close()

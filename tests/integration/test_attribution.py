@@ -13,6 +13,7 @@ from captum._utils.models.linear_model import SkLearnLinearRegression
 from torch import nn
 
 import ecco_core as ec
+from ecco_core import attribution
 from ecco_core.attribution import _make_task, _prefix_groups, _shap_baselines
 from ecco_core.testing import ENCODER_DECODER_FAMILIES, FAMILIES, MASKED_FAMILIES
 
@@ -292,3 +293,16 @@ def test_long_generation_in_prefix_groups_matches_captum(tiny_lm, family: str) -
     small = ec.attribute(lm, gen, "ig", batch_size=7, progress=False)
     np.testing.assert_allclose(small.scores, result.scores, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(small.convergence_delta, result.convergence_delta, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["llama", "t5", "bert"])
+def test_steps_split_across_products_give_the_same_attributions(  # type: ignore[no-untyped-def]
+    tiny_lm, family: str, monkeypatch
+) -> None:
+    lm = tiny_lm(family)
+    record = _record(lm, family)
+    whole = ec.attribute(lm, record, "ig", n_steps=6, progress=False)
+    monkeypatch.setattr(attribution, "VJP_ROWS", 1)
+    split = ec.attribute(lm, record, "ig", n_steps=6, progress=False)
+    np.testing.assert_allclose(split.scores, whole.scores, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(split.convergence_delta, whole.convergence_delta, atol=1e-6)
