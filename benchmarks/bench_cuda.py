@@ -16,6 +16,7 @@ from __future__ import annotations
 import statistics
 import sys
 import time
+import warnings
 from typing import Any
 
 import torch
@@ -102,7 +103,13 @@ def run(device: str = "cuda", layers: int = 24) -> None:
     print(f"[{card}] matmul rates (TFLOP/s): {rates}; IG work {flops:.1f} TFLOP")
     targets = {"fp32": "< 4 s", "tf32": "-", "bf16": "< 0.8 s"}
     for precision in ("fp32", "tf32", "bf16") if device == "cuda" else ("fp32",):
-        t = seconds(lambda p=precision: ec.attribute(lm, gen, precision=p, progress=False), device)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            t = seconds(
+                lambda p=precision: ec.attribute(lm, gen, precision=p, progress=False), device
+            )
+        for message in {str(w.message) for w in caught if "performance drop" in str(w.message)}:
+            print(f"[{card}] {precision}: batched products fell back to a loop: {message}")
         res = ec.attribute(lm, gen, precision=precision, progress=False)
         rate = rates["bf16" if precision == "bf16" else "fp32"]
         print(

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 import torch
 
 import ecco_core as ec
+from ecco_core import attribution
 
 pytestmark = [
     pytest.mark.gpu,
@@ -42,13 +41,11 @@ def test_cuda_matches_cpu(tiny_path, family: str) -> None:  # type: ignore[no-un
     np.testing.assert_allclose(acts_cpu.values, acts_gpu.values, rtol=1e-3, atol=1e-4)
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_batched_input_gradients_run_without_vmap_fallback(tiny_path, precision: str) -> None:  # type: ignore[no-untyped-def]
-    """The batched vector-Jacobian product must not fall back to a per-sample loop (PyTorch
-    warns "performance drop" when an op on the CUDA path lacks a batching rule)."""
+def test_batched_products_match_one_step_products_on_cuda(tiny_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     lm = ec.load(tiny_path("llama"), device="cuda")
     gen = ec.generate(lm, "The Eiffel Tower is in", max_new_tokens=6, min_new_tokens=6)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("error", message=".*performance drop.*")
-        result = ec.attribute(lm, gen, precision=precision, progress=False)
-    assert np.isfinite(result.scores).all()
+    batched = ec.attribute(lm, gen, progress=False)
+    monkeypatch.setattr(attribution, "VJP_ROWS", 1)
+    single = ec.attribute(lm, gen, progress=False)
+    np.testing.assert_allclose(batched.scores, single.scores, rtol=1e-4, atol=1e-6)
+    assert np.isfinite(ec.attribute(lm, gen, precision="bf16", progress=False).scores).all()
