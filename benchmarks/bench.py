@@ -10,60 +10,18 @@ Usage: python benchmarks/bench.py [--repeats N] [--threads N]
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
-from collections.abc import Callable
 from typing import Any
 
 import bench_cuda
 import torch
+from measure import ig_gflop, matmul_gflops, median_seconds
 
 import ecco_core as ec
-from ecco_core.attribution import _prefix_groups
 from ecco_core.lens import clear_cache
 
 PROMPT = "The Eiffel Tower is in the city of"
 NEW_TOKENS = 8
-
-
-def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def matmul_gflops(
-    device: str = "cpu", size: int = 2048, dtype: torch.dtype = torch.float32
-) -> float:
-    """Measured rate of a square matmul on ``device``, in GFLOP/s."""
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-
-    def run() -> None:
-        a @ b
-        if device == "cuda":
-            torch.cuda.synchronize()
-
-    return 2 * size**3 / median_seconds(run, 5) / 1e9
-
-
-def ig_gflop(lm: ec.LM, gen: ec.Generation, n_steps: int) -> float:
-    """FLOPs of batched IG as ecco-core runs it: per interpolation point, each prefix group
-    (see ``ecco_core.attribution._prefix_groups``) costs one forward pass over its rows plus one
-    input-gradient backward pass (about one forward) per step; the head runs at the predicting
-    rows, forward and backward."""
-    blocks = sum(
-        p.numel() for path in lm.spec.blocks for p in lm.model.get_submodule(path).parameters()
-    )
-    visible = list(range(gen.n_input_tokens, gen.n_tokens))
-    row_passes = sum(rows * (1 + len(steps)) for rows, steps in _prefix_groups(visible))
-    body = 2 * blocks * row_passes * n_steps
-    head = 2 * 2 * lm.spec.hidden_size * lm.spec.vocab_size * gen.n_generated * n_steps
-    return (body + head) / 1e9
 
 
 def main() -> None:

@@ -13,16 +13,14 @@ PYTHONPATH=. python3 benchmarks/bench_cuda.py && python3 -m pytest -q -p no:cach
 
 from __future__ import annotations
 
-import statistics
 import sys
-import time
 import warnings
 from typing import Any
 
 import torch
+from measure import ig_gflop, matmul_gflops, median_seconds
 
 import ecco_core as ec
-from ecco_core.attribution import _prefix_groups
 
 VOCAB = 49152
 PROMPT_TOKENS = 9
@@ -59,54 +57,23 @@ def llama_17b_shaped(device: str, layers: int = 24) -> Any:
     return LlamaForCausalLM(config).to(device).eval()
 
 
-def seconds(fn: Any, device: str, repeats: int = 3) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def matmul_tflops(device: str, dtype: torch.dtype, size: int = 8192) -> float:
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    return 2 * size**3 / seconds(lambda: a @ b, device) / 1e12
-
-
-def ig_tflop(lm: ec.LM, gen: ec.Generation, n_steps: int = 50) -> float:
-    """FLOPs of IG as ecco-core runs it (prefix groups; see bench.py's ig_gflop)."""
-    blocks = sum(
-        p.numel() for path in lm.spec.blocks for p in lm.model.get_submodule(path).parameters()
-    )
-    visible = list(range(gen.n_input_tokens, gen.n_tokens))
-    row_passes = sum(rows * (1 + len(steps)) for rows, steps in _prefix_groups(visible))
-    head = 2 * 2 * lm.spec.hidden_size * lm.spec.vocab_size * gen.n_generated * n_steps
-    return (2 * blocks * row_passes * n_steps + head) / 1e12
-
-
 def run(device: str = "cuda", layers: int = 24) -> None:
     lm = ec.load(llama_17b_shaped(device, layers), word_tokenizer(VOCAB))
     prompt = " ".join(f"t{100 + 7 * i}" for i in range(PROMPT_TOKENS))
     gen = ec.generate(lm, prompt, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS)
     assert isinstance(gen, ec.Generation)
     card = torch.cuda.get_device_name() if device == "cuda" else "cpu"
-    rates = {"fp32": matmul_tflops(device, torch.float32)}
+    rates = {"fp32": matmul_gflops(device, 8192) / 1e3}
     if device == "cuda":
-        rates["bf16"] = matmul_tflops(device, torch.bfloat16)
-    flops = ig_tflop(lm, gen)
+        rates["bf16"] = matmul_gflops(device, 8192, torch.bfloat16) / 1e3
+    flops = ig_gflop(lm, gen, 50) / 1e3
     print(f"[{card}] matmul rates (TFLOP/s): {rates}; IG work {flops:.1f} TFLOP")
     targets = {"fp32": "< 4 s", "tf32": "-", "bf16": "< 0.8 s"}
     for precision in ("fp32", "tf32", "bf16") if device == "cuda" else ("fp32",):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            t = seconds(
-                lambda p=precision: ec.attribute(lm, gen, precision=p, progress=False), device
+            t = median_seconds(
+                lambda p=precision: ec.attribute(lm, gen, precision=p, progress=False), 3, device
             )
         for message in {str(w.message) for w in caught if "performance drop" in str(w.message)}:
             print(f"[{card}] {precision}: batched products fell back to a loop: {message}")
