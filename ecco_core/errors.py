@@ -29,3 +29,13 @@ class UnsupportedModelError(EccoError, ValueError):
 
 class RecordFormatError(EccoError, ValueError):
     """A serialized record is malformed, of an unknown kind or of a newer version."""
+
+
+class EccoWarning(UserWarning):
+    """Base class of every warning issued by ecco-core."""
+
+
+class ConvergenceWarning(EccoWarning):
+    """Integrated gradients did not converge: the completeness gap of some explained tokens
+    is large (see :func:`ecco_core.convergence.unconverged_steps`); use more ``n_steps`` or
+    another baseline."""

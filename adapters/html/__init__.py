@@ -3,7 +3,9 @@
 ``render(records)`` returns one HTML document with the view module and its CSS inline and each
 record embedded as JSON in a ``<script type="application/json">`` element (``<``, ``>`` and
 ``&`` escaped, so no token can close the script; large fields no view reads are left out).
-Nothing is loaded from any host: the file
+Static first, interactive on top: each view's container holds a server-rendered static copy
+(:mod:`.static`: tokens, values and colours as plain HTML with inline styles), which the module
+replaces with the interactive view when scripts run. Nothing is loaded from any host: the file
 works when opened from disk. Element ids derive from the content, so output is deterministic.
 """
 
@@ -22,7 +24,9 @@ from typing import Any
 from ecco_core.records import Record
 from ecco_core.serialization import to_envelope, write_text_atomic
 
-__all__ = ["css", "fragment", "javascript", "render", "save", "view_envelope"]
+from .static import static_view
+
+__all__ = ["css", "fragment", "javascript", "render", "save", "static_view", "view_envelope"]
 
 
 @lru_cache(maxsize=1)
@@ -79,7 +83,10 @@ def _blocks(records: list[Record], mode: str | None) -> tuple[str, str]:
         payload = _json_for_script(record)
         ident = "ecco-" + hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
         mode_attr = f' data-ecco-mode="{html.escape(mode)}"' if mode else ""
-        views.append(f'<div class="ecco-view" data-ecco-record="{ident}"{mode_attr}></div>')
+        views.append(
+            f'<div class="ecco-view" data-ecco-record="{ident}"{mode_attr}>'
+            f"{static_view(record)}</div>"
+        )
         data.append(f'<script type="application/json" id="{ident}">{payload}</script>')
     return "\n".join(views), "\n".join(data)
 

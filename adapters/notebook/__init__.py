@@ -12,37 +12,42 @@ clicked in the view, readable from Python.
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import TYPE_CHECKING, Any
 
 from ecco_core.records import Record
+from ecco_core.summaries import summary
 
-from ..html import css, fragment, javascript, view_envelope
+from ..html import fragment, view_envelope
 
-__all__ = ["mimebundle", "widget"]
+if TYPE_CHECKING:
+    from .anywidget_view import EccoWidget
+
+__all__ = ["EccoWidget", "mimebundle", "widget"]
 
 
 def mimebundle(record: Record) -> dict[str, str]:
-    """Display data for a record: the HTML view, plus a plain-text fallback."""
-    return {"text/html": fragment(record), "text/plain": repr(record)}
+    """Display data for a record: the HTML view (a static copy inside, which the script replaces
+    with the interactive view), plus a plain-text summary (kind, model, tokens, numbers)."""
+    return {"text/html": fragment(record), "text/plain": summary(record)}
 
 
-def widget(record: Record, *, mode: str = "minimal") -> Any:
-    """An anywidget showing ``record``; its ``selected`` trait is the last position the user
-    hovered or clicked (-1 before any).
+def __getattr__(name: str) -> Any:
+    # The widget class imports anywidget: only when it is asked for.
+    if name == "EccoWidget":
+        from .anywidget_view import EccoWidget
+
+        return EccoWidget
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def widget(record: Record, *, mode: str = "minimal") -> EccoWidget:
+    """An :class:`EccoWidget` showing ``record``; its ``selected`` trait is the last position
+    the user hovered or clicked (-1 until the user does).
 
     ``mode`` opens attribution views as ``minimal`` or ``detailed``.
     """
-    import json
-
-    import anywidget
-    import traitlets
-
-    class EccoWidget(anywidget.AnyWidget):
-        _esm = javascript()
-        _css = css()
-        record_json = traitlets.Unicode("").tag(sync=True)
-        mode = traitlets.Unicode("minimal").tag(sync=True)
-        selected = traitlets.Int(-1).tag(sync=True)
+    from .anywidget_view import EccoWidget
 
     payload = json.dumps(view_envelope(record), sort_keys=True, allow_nan=False)
-    return EccoWidget(record_json=payload, mode=mode)
+    return EccoWidget(record, record_json=payload, mode=mode)

@@ -2,6 +2,9 @@
 // It renders any ecco-core record from its JSON envelope {kind, version, data}. The static
 // HTML adapter inlines it; the notebook widget loads it as its ES module.
 // Every token is inserted as text (textContent), never as HTML.
+// The server writes a static copy of each view into its container; rendering replaces it.
+// Every listener is added through `opts.listen` with the render's AbortSignal, so `destroy()`
+// (called on re-render and when a widget is removed) removes all of them.
 
 const SVG = "http://www.w3.org/2000/svg";
 
@@ -87,13 +90,13 @@ const POSITIVE_RAMP = "linear-gradient(to right, rgba(var(--ecco-pos), 0), rgba(
 const SIGNED_RAMP = "linear-gradient(to right, rgba(var(--ecco-neg), 0.85), rgba(var(--ecco-pos), 0), rgba(var(--ecco-pos), 0.85))";
 
 // A row of tokens: inputs plain, outputs selectable. Calls onPick(index) on hover and click.
-function tokenRow(tokens, isOutput, onPick) {
+function tokenRow(tokens, isOutput, onPick, listen) {
   const row = h("div", { class: "ecco-tokens" });
   tokens.forEach((t, i) => {
     const span = tokenSpan(t, isOutput(i) ? "ecco-output" : "ecco-input", i);
     if (isOutput(i)) {
-      span.addEventListener("mouseenter", () => onPick(i, false));
-      span.addEventListener("click", () => onPick(i, true));
+      listen(span, "mouseenter", () => onPick(i));
+      listen(span, "click", () => onPick(i));
     }
     row.append(span);
   });
@@ -111,8 +114,9 @@ function predictionsView(el, d, opts, positions, title) {
   const ids = arr(d.top_probs);
   const steps = new Map(positions.map((p, i) => [p, i]));
   const panel = h("div", { class: "ecco-panel" });
-  const row = tokenRow(d.tokens, (i) => steps.has(i), (i) => select(i));
-  function select(position) {
+  const row = tokenRow(d.tokens, (i) => steps.has(i), (i) => select(i, true), opts.listen);
+  // `user` is true for a hover or click: only those are reported (a widget's `selected`).
+  function select(position, user) {
     markSelected(row, position);
     const step = steps.get(position);
     const probs = ids.row(step);
@@ -120,11 +124,11 @@ function predictionsView(el, d, opts, positions, title) {
       h("div", { class: "ecco-note" }, `Top predictions for position ${position}:`),
       ...d.top_tokens[step].map((t, k) => barRow(t, probs[k], 1, percent(probs[k]))),
     );
-    opts.onSelect(position);
+    if (user) opts.onSelect(position);
   }
   el.append(h("h3", {}, title), row, panel,
     h("div", { class: "ecco-note" }, "Hover or click an underlined token to see what the model predicted there."));
-  if (positions.length) select(positions[0]);
+  if (positions.length) select(positions[0], false);
   return { select };
 }
 
@@ -138,10 +142,10 @@ function maskedView(el, d, opts) {
   return predictionsView(el, d, opts, arr(d.positions).values, "Masked predictions");
 }
 
-function classificationView(el, d) {
+function classificationView(el, d, opts) {
   const probs = arr(d.probs).values;
   el.append(h("h3", {}, "Classification"),
-    tokenRow(d.tokens, () => false, () => {}),
+    tokenRow(d.tokens, () => false, () => {}, opts.listen),
     h("div", { class: "ecco-panel" }, ...d.labels.map((l, i) => barRow(l, probs[i], 1, percent(probs[i])))));
   return { select() {} };
 }
@@ -213,18 +217,32 @@ function attributionView(el, d, opts) {
   const signed = d.aggregation === "sum" || d.aggregation === "none";
   const deltas = d.convergence_delta.data.length ? arr(d.convergence_delta).values : null;
   const values = arr(d.target_values).values;
+  // Same rule as ecco_core.convergence.unconverged (tolerance 5% of the explained value).
+  const unconverged = positions.map((_, k) => deltas !== null && Math.abs(deltas[k]) > 0.05 * Math.max(1e-9, Math.abs(values[k])));
   let mode = opts.mode || "minimal";
   let current = positions.length ? positions[0] : -1;
-  const row = tokenRow(d.tokens, (i) => steps.has(i), (i) => select(i));
+  const row = tokenRow(d.tokens, (i) => steps.has(i), (i) => select(i, true), opts.listen);
+  positions.forEach((p, k) => {
+    if (!unconverged[k] || p < 0) return;
+    const span = row.querySelector(`[data-index="${p}"]`);
+    span.classList.add("ecco-unconverged");
+  });
+  const flagged = positions.filter((_, k) => unconverged[k]);
+  const warning = flagged.length
+    ? h("div", { class: "ecco-warning" },
+      `\u26a0 Not converged for ${flagged.length} of ${positions.length} explained tokens (completeness delta above 5% of the value; wavy underline): `,
+      flagged.map((p, k) => `${k ? ", " : ""}${p >= 0 ? JSON.stringify(d.tokens[p]) : "class"}`).join(""),
+      ". Try more n_steps or another baseline.")
+    : null;
   const detail = h("div", { class: "ecco-panel" });
   const note = h("div", { class: "ecco-note" });
   const buttons = h("div", { class: "ecco-buttons" });
   for (const m of ["minimal", "detailed"]) {
     const b = h("button", { type: "button", "data-mode": m }, m);
-    b.addEventListener("click", () => { mode = m; select(current); });
+    opts.listen(b, "click", () => { mode = m; select(current, false); });
     buttons.append(b);
   }
-  function select(position) {
+  function select(position, user) {
     current = position;
     const step = steps.get(position);
     if (step === undefined) return;
@@ -235,26 +253,27 @@ function attributionView(el, d, opts) {
       const v = j < rowScores.length ? rowScores[j] : 0;
       span.setAttribute("style", j === position ? "" : shade(v, max, v < 0));
       span.title = j === position ? "explained token" : `score ${fixed(v)}`;
+      if (span.classList.contains("ecco-unconverged")) span.title += " (not converged)";
     }
     markSelected(row, position);
     for (const b of buttons.querySelectorAll("button")) b.classList.toggle("ecco-active", b.dataset.mode === mode);
     const target = d.target_positions.data[step] >= 0 ? d.tokens[position] : `class ${d.target_ids.data[step]}`;
     let text = `${d.method}: ${d.target} of ${JSON.stringify(target)} = ${fixed(values[step])}`;
-    if (deltas) text += `; completeness delta ${fixed(deltas[step])}${Math.abs(deltas[step]) > 0.05 * Math.max(1e-9, Math.abs(values[step])) ? " (not converged: try more n_steps)" : ""}`;
+    if (deltas) text += `; completeness delta ${fixed(deltas[step])}${unconverged[step] ? " (not converged: try more n_steps or another baseline)" : ""}`;
     note.textContent = text;
     detail.hidden = mode !== "detailed";
     if (mode === "detailed") {
       const visible = rowScores.map((v, j) => [j, v]).filter(([j, v]) => v !== 0 || j < position);
       detail.replaceChildren(...visible.map(([j, v]) => barRow(d.tokens[j], v, max, fixed(v))));
     }
-    opts.onSelect(position);
+    if (user) opts.onSelect(position);
   }
-  el.append(h("h3", {}, "Input attributions"), buttons,
+  el.append(h("h3", {}, "Input attributions"), ...(warning ? [warning] : []), buttons,
     signed ? legend("negative", "positive", SIGNED_RAMP) : legend("0", "largest share", POSITIVE_RAMP),
     row, note, detail,
     h("div", { class: "ecco-note" }, "Hover or click an underlined output token: its inputs are coloured by their contribution."));
   // A sequence classifier explains a class at position -1: every token is then an input.
-  if (positions.length) select(positions[0]);
+  if (positions.length) select(positions[0], false);
   return { select };
 }
 
@@ -270,10 +289,17 @@ function factorView(el, d, opts) {
     for (let c = 1; c < k; c++) if (factors.get(c, j) / maxOf[c] > factors.get(best, j) / maxOf[best]) best = c;
     return best;
   });
+  // Several texts factorized together: a labelled break where each new text begins.
+  const texts = arr(d.text_index).values;
+  const starts = texts.map((t, j) => j > 0 && t !== texts[j - 1]);
+  const several = starts.some(Boolean);
   const row = h("div", { class: "ecco-tokens" });
-  d.tokens.forEach((t, j) => row.append(tokenSpan(t, "ecco-input", j)));
+  d.tokens.forEach((t, j) => {
+    if (several && (j === 0 || starts[j])) row.append(h("div", { class: "ecco-text-break" }, `text ${texts[j]}`));
+    row.append(tokenSpan(t, "ecco-input", j));
+  });
   let pinned = -1;
-  function paint(active) {
+  function paint(active, user) {
     row.querySelectorAll(".ecco-token").forEach((span, j) => {
       const c = active >= 0 ? active : dominant[j];
       const strength = factors.get(c, j) / maxOf[c];
@@ -281,28 +307,34 @@ function factorView(el, d, opts) {
       span.title = `factor ${c}: ${fixed(factors.get(c, j))}`;
     });
     list.querySelectorAll(".ecco-factor-row").forEach((r, c) => r.classList.toggle("ecco-active", c === active));
-    opts.onSelect(active);
+    if (user) opts.onSelect(active);
   }
   const list = h("div", {});
   for (let c = 0; c < k; c++) {
     const width = Math.max(120, Math.min(400, n * 6));
     const svg = s("svg", { width, height: 24, viewBox: `0 0 ${width} 24` });
     const points = factors.row(c).map((v, j) => `${((j + 0.5) * width / n).toFixed(1)},${(22 - 20 * v / maxOf[c]).toFixed(1)}`);
+    starts.forEach((start, j) => {
+      if (!start) return;
+      const x = (j * width / n).toFixed(1);
+      svg.append(s("line", { class: "ecco-text-boundary", x1: x, x2: x, y1: 0, y2: 24 }));
+    });
     svg.append(s("polyline", { points: points.join(" "), fill: "none", stroke: colour(c), "stroke-width": 1.5 }));
     const promoted = d.promoted_tokens[c] || [];
     const r = h("div", { class: "ecco-factor-row" },
       h("span", { class: "ecco-swatch", style: `background: ${colour(c)}` }),
       h("span", {}, `factor ${c}`), svg,
       promoted.length ? h("span", { class: "ecco-promoted" }, "promotes: " + promoted.slice(0, 5).map((t) => JSON.stringify(t)).join(" ")) : null);
-    r.addEventListener("mouseenter", () => paint(c));
-    r.addEventListener("mouseleave", () => paint(pinned));
-    r.addEventListener("click", () => { pinned = pinned === c ? -1 : c; paint(pinned); });
+    opts.listen(r, "mouseenter", () => paint(c, true));
+    opts.listen(r, "mouseleave", () => paint(pinned, true));
+    opts.listen(r, "click", () => { pinned = pinned === c ? -1 : c; paint(pinned, true); });
     list.append(r);
   }
-  el.append(h("h3", {}, `Neuron factors (NMF, ${k} components, ${d.layer_labels.length} layers)`),
+  const nTexts = several ? `, ${Math.max(...texts) + 1} texts` : "";
+  el.append(h("h3", {}, `Neuron factors (NMF, ${k} components, ${d.layer_labels.length} layers${nTexts})`),
     h("div", { class: "ecco-note" }, "Tokens are coloured by their dominant factor. Hover a factor to isolate it; click to pin."),
     row, list);
-  paint(-1);
+  paint(-1, false);
   return { select: paint };
 }
 
@@ -341,16 +373,21 @@ const VIEWS = {
   Activations: activationsView,
 };
 
+// Renders a record into `el` (replacing what it held, e.g. the static copy). Returns
+// {select, destroy}; destroy() removes every listener the view added.
 export function renderRecord(el, envelope, options = {}) {
-  const opts = { onSelect: () => {}, ...options };
+  const controller = new AbortController();
+  const listen = (node, type, fn) => node.addEventListener(type, fn, { signal: controller.signal });
+  const opts = { onSelect: () => {}, ...options, listen };
   const root = h("div", { class: `ecco ecco-${envelope.kind}` });
   el.replaceChildren(root);
   const view = VIEWS[envelope.kind];
+  const destroy = () => controller.abort();
   if (!view) {
     root.append(h("div", { class: "ecco-note" }, `No view for records of kind ${envelope.kind}.`));
-    return { select() {} };
+    return { select() {}, destroy };
   }
-  return view(root, envelope.data, opts);
+  return { ...view(root, envelope.data, opts), destroy };
 }
 
 // Static HTML: every element with data-ecco-record names the id of a JSON script element.
@@ -364,15 +401,26 @@ export function mountAll(doc) {
 }
 
 // anywidget: the record arrives as a JSON string; the hovered/clicked position goes back.
+// `selected` stays -1 until the user hovers or clicks. A re-render (new record or mode)
+// first tears the previous view down; the returned cleanup removes every listener.
 export default {
   render({ model, el }) {
-    const draw = () => renderRecord(el, JSON.parse(model.get("record_json")), {
-      mode: model.get("mode"),
-      onSelect: (i) => { model.set("selected", i); model.save_changes(); },
-    });
+    let view = null;
+    const draw = () => {
+      if (view) view.destroy();
+      view = renderRecord(el, JSON.parse(model.get("record_json")), {
+        mode: model.get("mode"),
+        onSelect: (i) => { model.set("selected", i); model.save_changes(); },
+      });
+    };
     draw();
     model.on("change:record_json", draw);
     model.on("change:mode", draw);
-    return () => model.off("change:record_json", draw);
+    return () => {
+      model.off("change:record_json", draw);
+      model.off("change:mode", draw);
+      if (view) view.destroy();
+      view = null;
+    };
   },
 };

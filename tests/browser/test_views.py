@@ -26,6 +26,8 @@ def _percent(p: float) -> str:
 
 def _check_clean(p: Any, name: str) -> None:
     assert p.errors == [], p.errors
+    # The interactive view replaced every static copy.
+    assert p.page.locator("[data-ecco-static]").count() == 0
     assert all(url.startswith("file://") for url in p.requests), p.requests
     assert len(p.requests) == 1  # the file itself and nothing else
     p.shot(name)
@@ -214,3 +216,149 @@ def test_dark_theme_keeps_text_readable(view_records, open_html) -> None:  # typ
     assert light == "rgb(255, 255, 255)"
     p.page.emulate_media(color_scheme="dark")
     _check_clean(p, "dark_theme")
+
+
+def _widget_page(record: Any, mode: str = "minimal") -> str:
+    """A page running the anywidget entry point with a stand-in for the notebook's model.
+
+    Every listener added to a DOM node and every ``model.on`` is counted while live, so a test
+    can check that the cleanup removes all of them.
+    """
+    import json
+
+    from ecco_adapters.notebook import widget
+
+    w = widget(record, mode=mode)
+    state = json.dumps({"record_json": w.record_json, "mode": mode, "selected": -1})
+    js = (
+        javascript()
+        .replace("export function", "function")
+        .replace("export default", "const widgetModule =")
+    )
+    return f"""<!DOCTYPE html><html><body><div id="w"></div>
+<script>
+window.live = 0;
+window.liveList = () => [...tracked].map((k) => k[0].constructor.name + ":" + k[1]);
+const add = EventTarget.prototype.addEventListener;
+const remove = EventTarget.prototype.removeEventListener;
+const tracked = new Set();
+EventTarget.prototype.addEventListener = function (type, fn, options) {{
+  // Playwright's own hover checks listen on the window: only the views' nodes count.
+  if (this === window) return add.call(this, type, fn, options);
+  const key = [this, type, fn];
+  tracked.add(key);
+  window.live += 1;
+  const signal = options && options.signal;
+  if (signal) add.call(signal, "abort", () => {{ if (tracked.delete(key)) window.live -= 1; }});
+  return add.call(this, type, fn, options);
+}};
+EventTarget.prototype.removeEventListener = function (type, fn, options) {{
+  for (const key of tracked) {{
+    if (key[0] === this && key[1] === type && key[2] === fn) {{
+      tracked.delete(key);
+      window.live -= 1;
+    }}
+  }}
+  return remove.call(this, type, fn, options);
+}};
+</script>
+<script type="module">
+{js}
+const state = {state};
+const handlers = new Map();
+const model = {{
+  get: (k) => state[k],
+  set: (k, v) => {{ state[k] = v; }},
+  save_changes: () => {{ window.saved = (window.saved || 0) + 1; }},
+  on: (name, fn) => {{ handlers.set(name, [...(handlers.get(name) || []), fn]); }},
+  off: (name, fn) => {{ handlers.set(name, (handlers.get(name) || []).filter((f) => f !== fn)); }},
+}};
+window.fire = (name) => (handlers.get(name) || []).forEach((fn) => fn());
+window.modelHandlers = () => [...handlers.values()].reduce((n, list) => n + list.length, 0);
+window.cleanup = widgetModule.render({{ model, el: document.getElementById("w") }});
+window.widgetState = state;
+window.saved = 0;
+</script></body></html>"""
+
+
+@pytest.mark.parametrize("kind", ["Generation", "Attributions", "Factorization"])
+def test_widget_selected_stays_minus_one_until_the_user_acts(
+    view_records, open_html, kind: str
+) -> None:  # type: ignore[no-untyped-def]
+    rec = view_records[kind]
+    p = open_html(_widget_page(rec), f"widget_{kind}")
+    page = p.page
+    assert page.evaluate("window.widgetState.selected") == -1
+    assert page.evaluate("window.saved") == 0  # nothing was sent to Python on render
+    if kind == "Factorization":
+        page.locator(".ecco-factor-row").nth(1).hover()
+        assert page.evaluate("window.widgetState.selected") == 1
+    else:
+        page.locator(".ecco-output").last.hover()
+        expected = rec.n_tokens - 1 if kind == "Generation" else int(rec.target_positions[-1])
+        assert page.evaluate("window.widgetState.selected") == expected
+    _check_clean(p, f"widget_{kind}")
+
+
+def test_widget_removes_every_listener_it_adds(view_records, open_html) -> None:  # type: ignore[no-untyped-def]
+    p = open_html(_widget_page(view_records["Attributions"]), "widget_teardown")
+    page = p.page
+    first = page.evaluate("window.live")
+    assert first > 0 and page.evaluate("window.modelHandlers()") == 2
+    page.evaluate("window.fire('change:mode')")  # a re-render tears the old view down
+    assert page.evaluate("window.live") == first
+    page.locator(".ecco-output").last.hover()
+    page.evaluate("window.cleanup()")  # the widget is removed
+    assert page.evaluate("window.live") == 0, page.evaluate("window.liveList()")
+    assert page.evaluate("window.modelHandlers()") == 0
+    _check_clean(p, "widget_teardown")
+
+
+def test_unconverged_steps_are_marked_in_the_view(view_records, open_html) -> None:  # type: ignore[no-untyped-def]
+    import attrs
+    import numpy as np
+
+    from ecco_core.convergence import unconverged_steps
+
+    rec = view_records["Attributions"]
+    values = rec.target_values.astype(np.float64)
+    delta = np.where(np.arange(len(values)) % 2 == 0, 0.2 * values, 0.01 * values)
+    rec = attrs.evolve(rec, convergence_delta=delta.astype(np.float32))
+    flags = unconverged_steps(rec)
+    assert 0 < flags.sum() < len(flags)
+    p = open_html(eh.render(rec), "unconverged")
+    page = p.page
+    marked = page.locator(".ecco-unconverged").evaluate_all(
+        "els => els.map(e => Number(e.dataset.index))"
+    )
+    assert marked == [int(pos) for pos, f in zip(rec.target_positions, flags, strict=True) if f]
+    warning = page.locator(".ecco-warning").inner_text()
+    assert f"Not converged for {int(flags.sum())} of {len(flags)} explained tokens" in warning
+    page.locator(".ecco-output").first.hover()
+    assert "not converged" in page.locator(".ecco-note").first.inner_text()
+    clean = eh.render(view_records["Attributions"])
+    if not unconverged_steps(view_records["Attributions"]).any():
+        q = open_html(clean, "converged")
+        assert q.page.locator(".ecco-unconverged, .ecco-warning").count() == 0
+    _check_clean(p, "unconverged")
+
+
+def test_factor_view_shows_where_each_text_begins(tiny_lm, open_html) -> None:  # type: ignore[no-untyped-def]
+    import ecco_core as ec
+
+    lm = tiny_lm("gpt2")
+    acts = ec.activations(lm, ["the tower is tall", "paris is in france", "hello"])
+    fac = ec.factorize(acts, n_components=2, lm=lm)
+    p = open_html(eh.render(fac), "factor_texts")
+    page = p.page
+    breaks = page.locator(".ecco-text-break").all_text_contents()
+    assert breaks == ["text 0", "text 1", "text 2"]
+    # Each label sits right before the first token of its text.
+    firsts = page.locator(".ecco-text-break + .ecco-token").evaluate_all(
+        "els => els.map(e => Number(e.dataset.index))"
+    )
+    sizes = [len(a.tokens) for a in acts]
+    assert firsts == [0, sizes[0], sizes[0] + sizes[1]]
+    assert page.locator("svg line.ecco-text-boundary").count() == 2 * fac.n_components
+    assert "3 texts" in page.locator("h3").inner_text()
+    _check_clean(p, "factor_texts")
