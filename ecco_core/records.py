@@ -12,8 +12,10 @@ their metadata drives validation, serialization and the JSON Schema of each kind
 
 from __future__ import annotations
 
+import os
 import types
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import attrs
@@ -164,11 +166,16 @@ class Record:
 
         return to_envelope(self)
 
-    def save(self, path: str) -> None:
-        """Write :meth:`to_json` to ``path`` atomically (temporary file, then rename)."""
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write :meth:`to_json` to ``path`` atomically (temporary file, then rename); returns
+        the path written."""
         from .serialization import save
 
-        save(self, path)
+        return save(self, path)
+
+    def __hash__(self) -> int:
+        """A hash of the content, consistent with ``==`` (arrays compared by value)."""
+        return hash(_content_key(self))
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         """Rich display for notebooks through the renderers registered by front ends.
@@ -191,12 +198,36 @@ def display_renderers() -> list[Callable[[Record], Mapping[str, str]]]:
     return [entry.load() for entry in sorted(entry_points(group="ecco_core.display"), key=str)]
 
 
+def _content_key(value: Any) -> Any:
+    """A hashable stand-in for a field value: equal values (``==`` of records) give equal keys.
+
+    Float arrays compare by value whatever their float dtype, and ``-0.0 == 0.0``: they are
+    keyed by their float64 bytes plus 0.0 (which turns -0.0 into 0.0).
+    """
+    if isinstance(value, Record):
+        fields = attrs.fields(type(value))  # type: ignore[arg-type]
+        return (value.KIND, tuple(_content_key(getattr(value, f.name)) for f in fields))
+    if isinstance(value, np.ndarray):
+        data = value.astype(np.float64) + 0.0 if value.dtype.kind == "f" else value
+        return (value.shape, np.ascontiguousarray(data).tobytes())
+    if isinstance(value, Mapping):
+        return tuple(sorted((k, _content_key(v)) for k, v in value.items()))
+    if isinstance(value, tuple):
+        return tuple(_content_key(v) for v in value)
+    return value
+
+
 def register(cls: type[_R]) -> type[_R]:
-    """Class decorator: list a record class in the closed registry under its ``KIND``."""
+    """Class decorator: list a record class in the closed registry under its ``KIND``.
+
+    It also restores :meth:`Record.__hash__` (attrs replaces it with a field-tuple hash, which
+    fails on numpy arrays), so records are hashable by content.
+    """
     kind = cls.KIND  # type: ignore[attr-defined]
     if kind in RECORD_TYPES:
         raise RuntimeError(f"record kind {kind!r} registered twice")
     RECORD_TYPES[kind] = cls  # type: ignore[assignment]
+    cls.__hash__ = Record.__hash__  # type: ignore[method-assign,assignment]
     return cls
 
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
+import stat
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -72,21 +74,62 @@ def dumps(rec: Record, indent: int | None = None) -> str:
     return json.dumps(to_envelope(rec), allow_nan=False, sort_keys=True, indent=indent)
 
 
-def save(rec: Record, path: str | os.PathLike[str]) -> None:
-    """Write a record's JSON to ``path`` via a temporary file and an atomic rename."""
-    write_text_atomic(Path(path), dumps(rec))
+def save(rec: Record, path: str | os.PathLike[str]) -> Path:
+    """Write a record's JSON to ``path`` via a temporary file and an atomic rename.
+
+    Returns the path written.
+    """
+    target = Path(path)
+    write_text_atomic(target, dumps(rec))
+    return target
+
+
+def _open_temporary(directory: Path, name: str) -> tuple[int, Path]:
+    """Create a new hidden file next to the target, with the permissions any program's new
+    file gets (``0o666`` minus the umask: the kernel applies it)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    while True:
+        tmp = directory / f".{name}.{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that a reader never sees a half-written file."""
+    """Write ``text`` (UTF-8) to ``path`` so that a reader never sees a half-written file.
+
+    See :func:`write_bytes_atomic`.
+    """
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a hidden temporary file and an atomic rename.
+
+    The file gets the permissions a plain ``open(path, "w")`` would give it: those of the file
+    it replaces, else ``0o666`` minus the umask. Errors name ``path``, never the temporary file,
+    which is removed.
+    """
+    path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    tmp: Path | None = None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        fd, tmp = _open_temporary(directory, path.name)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        if path.exists():
+            os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
         os.replace(tmp, path)
+    except OSError as exc:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        message = f"cannot write {str(path)!r}: {exc.strerror or exc}"
+        # OSError(errno, ...) builds the matching subclass (PermissionError, ...).
+        raise (OSError(exc.errno, message) if exc.errno else OSError(message)) from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         raise
 
 
@@ -195,16 +238,10 @@ def from_envelope(envelope: Any) -> Record:
     return _build(kind, envelope["data"])
 
 
-def load_record(source: str | os.PathLike[str] | dict[str, Any]) -> Record:
-    """Load a record from a JSON string, a path to a JSON file, or envelope data.
-
-    Never executes code from the input. Raises :class:`~ecco_core.errors.RecordFormatError`
-    on malformed input, an unknown kind or a newer version.
-    """
-    if isinstance(source, dict):
-        return from_envelope(source)
+def _parse(source: str | os.PathLike[str]) -> Any:
+    """JSON data from JSON text or a path to a JSON file."""
     text: str
-    if isinstance(source, str) and source.lstrip().startswith("{"):
+    if isinstance(source, str) and source.lstrip().startswith(("{", "[")):
         text = source
     else:
         path = Path(source)
@@ -212,10 +249,49 @@ def load_record(source: str | os.PathLike[str] | dict[str, Any]) -> Record:
             raise RecordFormatError(f"{str(source)[:200]!r} is neither JSON text nor a file")
         text = path.read_text(encoding="utf-8")
     try:
-        envelope = json.loads(text, parse_constant=_reject_constant)
+        return json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise RecordFormatError(f"invalid JSON: {exc}") from exc
-    return from_envelope(envelope)
+
+
+def load_record(source: str | os.PathLike[str] | dict[str, Any]) -> Record:
+    """Load a record from a JSON string, a path to a JSON file, or envelope data.
+
+    Never executes code from the input. Raises :class:`~ecco_core.errors.RecordFormatError`
+    on malformed input, an unknown kind or a newer version; a list of records (such as the
+    command line's ``--json`` file) is refused with a pointer to :func:`load_records`.
+    """
+    data = source if isinstance(source, dict) else _parse(source)
+    if isinstance(data, list):
+        raise RecordFormatError(
+            f"this holds a list of {len(data)} records, not one; "
+            "use ec.load_records(...) to load them all"
+        )
+    return from_envelope(data)
+
+
+def load_records(
+    source: str | os.PathLike[str] | Sequence[dict[str, Any]] | dict[str, Any],
+) -> tuple[Record, ...]:
+    """Load every record of a JSON list (e.g. ``ecco-core report --json`` output).
+
+    ``source`` is JSON text, a path to a JSON file, or envelope data: a list of envelopes, or
+    one envelope (then a tuple of one record). Never executes code from the input.
+    """
+    data = _parse(source) if isinstance(source, (str, os.PathLike)) else source
+    if isinstance(data, dict):
+        return (from_envelope(data),)
+    if not isinstance(data, (list, tuple)):
+        raise RecordFormatError(
+            f"expected a list of records or one record, got {type(data).__name__}"
+        )
+    records = []
+    for i, envelope in enumerate(data):
+        try:
+            records.append(from_envelope(envelope))
+        except RecordFormatError as exc:
+            raise RecordFormatError(f"record {i}: {exc}") from exc
+    return tuple(records)
 
 
 def _field_schema(spec: dict[str, Any]) -> dict[str, Any]:

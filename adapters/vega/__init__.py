@@ -29,7 +29,7 @@ from ecco_core.records import (
     RankingsWatch,
     Record,
 )
-from ecco_core.serialization import write_text_atomic
+from ecco_core.serialization import write_bytes_atomic, write_text_atomic
 
 __all__ = ["chart", "save", "schema_url", "spec"]
 
@@ -318,10 +318,7 @@ def save(record: Record, path: str | os.PathLike[str]) -> Path:
     elif suffix == ".html":
         write_text_atomic(target, vlc.vegalite_to_html(the_spec, bundle=True))
     elif suffix == ".png":
-        data = vlc.vegalite_to_png(the_spec, scale=2)
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
+        write_bytes_atomic(target, vlc.vegalite_to_png(the_spec, scale=2))
     else:
         raise ValueError(f"unknown export suffix {suffix!r}; use .svg, .png, .html or .json")
     return target
