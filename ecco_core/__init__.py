@@ -4,6 +4,7 @@ Pure functions turn a model and a prompt into immutable, serializable records::
 
     import ecco_core as ec
     lm = ec.load()                                   # embedded SmolLM2-135M-Instruct
+    ec.list_models()                                 # short names: "smollm2", "minilm"
     gen = ec.generate(lm, "The Eiffel Tower is in the city of")
     ranks = ec.rankings(lm, gen)                     # ranks[layer, step]
     preds = ec.layer_predictions(lm, gen, gen.n_input_tokens)
@@ -17,7 +18,9 @@ The core never imports IPython, anywidget or altair; the front ends live in ``ec
 
 from .attribution import attribute, list_methods
 from .errors import (
+    ConvergenceWarning,
     EccoError,
+    EccoWarning,
     InvalidArgumentError,
     InvalidTypeError,
     ModelLoadError,
@@ -27,7 +30,7 @@ from .errors import (
 from .factorization import factorize
 from .generation import classify, generate, predict_masked
 from .lens import layer_predictions, rankings, rankings_watch
-from .loading import DEFAULT_MODEL_ID, LM, library_version, load
+from .loading import DEFAULT_MODEL_ID, LM, EmbeddedModel, library_version, list_models, load
 from .model_spec import ModelSpec, infer_spec
 from .neurons import activations
 from .records import (
@@ -43,7 +46,7 @@ from .records import (
     RankingsWatch,
     list_record_kinds,
 )
-from .serialization import json_schema, load_record
+from .serialization import json_schema, load_record, load_records
 from .similarity import similarity
 
 __version__ = library_version()
@@ -54,7 +57,10 @@ __all__ = [
     "Activations",
     "Attributions",
     "Classification",
+    "ConvergenceWarning",
     "EccoError",
+    "EccoWarning",
+    "EmbeddedModel",
     "Factorization",
     "Generation",
     "InvalidArgumentError",
@@ -78,9 +84,11 @@ __all__ = [
     "json_schema",
     "layer_predictions",
     "list_methods",
+    "list_models",
     "list_record_kinds",
     "load",
     "load_record",
+    "load_records",
     "predict_masked",
     "rankings",
     "rankings_watch",

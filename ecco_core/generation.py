@@ -16,7 +16,7 @@ from .capture import analysis_mode
 from .checks import check_int, check_prompts
 from .errors import InvalidArgumentError
 from .head import top_k_softmax
-from .loading import LM
+from .loading import LM, what_works
 from .records import Classification, Generation, MaskedPredictions
 from .tokens import display_tokens, token_table
 
@@ -63,11 +63,18 @@ def _encode(lm: LM, prompts: list[str], max_new_tokens: int) -> list[list[int]]:
         if limit is not None:
             needed = len(ids) + (max_new_tokens if lm.spec.kind == "causal" else 0)
             if needed > limit:
+                room = limit - len(ids)
+                advice = (
+                    f"lower max_new_tokens to at most {room} or shorten the prompt"
+                    if room >= 1
+                    else f"shorten the prompt to fewer than {limit} tokens"
+                )
                 raise InvalidArgumentError(
                     f"prompt of {len(ids)} tokens plus max_new_tokens={max_new_tokens} "
-                    f"exceeds the model's context of {limit} tokens; shorten the prompt"
+                    f"exceeds the model's context of {limit} tokens; {advice}"
                     if lm.spec.kind == "causal"
-                    else f"prompt of {len(ids)} tokens exceeds the encoder's limit of {limit}"
+                    else f"prompt of {len(ids)} tokens exceeds the encoder's limit of {limit}; "
+                    "shorten the prompt"
                 )
         encoded.append(ids)
     return encoded
@@ -136,7 +143,7 @@ def generate(
     if lm.spec.kind not in ("causal", "encoder-decoder"):
         raise InvalidArgumentError(
             f"{lm.name} is a {lm.spec.kind} model and does not generate text; "
-            "use ec.predict_masked(lm, text) for masked language models"
+            f"{what_works(lm.spec.kind)}"
         )
     prompts, single = check_prompts(prompt)
     max_new_tokens = check_int("max_new_tokens", max_new_tokens, 1)
@@ -234,8 +241,8 @@ def predict_masked(lm: LM, text: str, *, top_k: int = 10) -> MaskedPredictions:
     """
     if lm.spec.kind != "masked":
         raise InvalidArgumentError(
-            f"predict_masked needs a masked language model; {lm.name} is {lm.spec.kind} "
-            "(use ec.generate for causal and encoder-decoder models)"
+            f"predict_masked needs a masked language model; {lm.name} is a {lm.spec.kind} "
+            f"model: {what_works(lm.spec.kind)}"
         )
     check_prompts(text)
     top_k = check_int("top_k", top_k, 1, lm.spec.vocab_size)

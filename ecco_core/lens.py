@@ -27,7 +27,7 @@ from .capture import analysis_mode, capture_outputs, model_device
 from .checks import check_choice, check_int
 from .errors import InvalidArgumentError, InvalidTypeError, UnsupportedModelError
 from .head import head_by_forward, head_by_linear, top_k_softmax
-from .loading import LM, check_record_ids
+from .loading import LM, check_record_ids, what_works
 from .model_spec import modules
 from .records import Generation, LayerPredictions, MaskedPredictions, Rankings, RankingsWatch
 from .tokens import display_tokens, token_table
@@ -50,7 +50,8 @@ class _Sequence:
 def _as_sequence(lm: LM, rec: Any) -> _Sequence:
     if lm.spec.head_input is None:
         raise InvalidArgumentError(
-            f"{lm.name} has no LM head ({lm.spec.kind} model): the logit lens needs one"
+            f"{lm.name} has no LM head ({lm.spec.kind} model): the logit lens needs one; "
+            f"{what_works(lm.spec.kind)}"
         )
     if not isinstance(rec, (Generation, MaskedPredictions)):
         raise InvalidTypeError(

