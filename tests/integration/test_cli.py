@@ -1,6 +1,11 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -103,4 +108,178 @@ def test_failure_while_computing_is_exit_1(tiny_path, tmp_path, capsys) -> None:
         capsys,
     )
     assert code == 1 and "does not generate" in stderr and stderr.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def _subprocess(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, env=env, check=False
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["report", "--help"],
+        ["--version"],
+        ["report"],
+        ["report", "--prompt", " "],
+        ["report", "--prompt", "x", "--out", "/no/such/folder/r.html"],
+        ["explain"],
+    ],
+)
+def test_help_version_and_usage_errors_import_nothing_heavy(args: list[str], tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """They answer before torch, transformers or ecco_core is imported (seconds saved)."""
+    code = (
+        "import sys\n"
+        "from ecco_adapters.cli import main\n"
+        f"try:\n    code = main({args!r})\nexcept SystemExit as exc:\n    code = exc.code\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'ecco_core') if m in sys.modules)\n"
+        "print('RESULT', code, heavy, file=sys.stderr)\n"
+    )
+    out = _subprocess(code, tmp_path)
+    result = out.stderr.strip().splitlines()[-1]
+    expected_code = 0 if args[-1] in ("--help", "--version") else 2
+    assert result == f"RESULT {expected_code} []", out.stderr
+
+
+def test_help_shows_defaults_and_version(capsys) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(SystemExit) as info:
+        main(["report", "--help"])
+    assert info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for option, default in [
+        ("--max-new-tokens", "4"),
+        ("--nmf", "8"),
+        ("--out", "report.html"),
+        ("--model", "smollm2"),
+        ("--device", "cpu"),
+        ("--attribution", "integrated_gradients"),
+    ]:
+        assert option in text and f"(default: {default})" in text, option
+    for option in ("--dtype", "--seed", "--sample", "--temperature", "--top-k", "--top-p"):
+        assert option in text
+    assert "--watch TOKEN [TOKEN ...]" in text and "--quiet" in text
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"ecco-core {ec.__version__}"
+
+
+def test_quiet_silences_every_progress_bar(tiny_path, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    argv = [
+        "report",
+        "--model",
+        str(tiny_path("gpt2")),
+        "--prompt",
+        "the tower is",
+        "--max-new-tokens",
+        "2",
+        "--nmf",
+        "2",
+        "--out",
+        "r.html",
+    ]
+    code = "import sys\nfrom ecco_adapters.cli import main\nsys.exit(main({!r}))\n"
+    loud = _subprocess(code.format(argv), tmp_path)
+    assert loud.returncode == 0, loud.stderr
+    assert "Loading weights" in loud.stderr and "ecco-core:" in loud.stderr  # bars by default
+    quiet = _subprocess(code.format([*argv, "--quiet"]), tmp_path)
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == ""
+    assert "report:" in quiet.stdout
+
+
+def test_report_options_reach_the_records(tiny_path, tmp_path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)
+    old = os.umask(0o022)
+    try:
+        argv = [
+            "report",
+            "--model",
+            str(tiny_path("gpt2")),
+            "--prompt",
+            "the tower is",
+            "--max-new-tokens",
+            "3",
+            "--nmf",
+            "50",
+            "--attribution",
+            "none",
+            "--watch",
+            " the",
+            "er",
+            "--sample",
+            "--seed",
+            "7",
+            "--temperature",
+            "0.8",
+            "--top-k",
+            "20",
+            "--device",
+            "cpu",
+            "--dtype",
+            "float32",
+            "--out",
+            "r.html",
+            "--json",
+            "r.json",
+            "--quiet",
+        ]
+        code, stdout, stderr = _run(argv, capsys)
+        assert code == 0, stderr
+        records = ec.load_records("r.json")
+        first = (tmp_path / "r.json").read_text()
+        assert main(argv) == 0  # the same seed gives the same records
+        assert (tmp_path / "r.json").read_text() == first
+    finally:
+        os.umask(old)
+    kinds = [type(r).__name__ for r in records]
+    assert kinds == ["Generation", "LayerPredictions", "Rankings", "RankingsWatch", "Factorization"]
+    gen, _, _, watch, nmf = records
+    assert isinstance(gen, ec.Generation) and isinstance(watch, ec.RankingsWatch)
+    params = gen.provenance.params
+    assert (params["do_sample"], params["seed"], params["temperature"], params["top_k"]) == (
+        True,
+        7,
+        0.8,
+        20,
+    )
+    assert list(watch.watch_tokens) == [" the", "er"] and watch.position == gen.n_input_tokens
+    assert "watched at position" in stdout
+    assert isinstance(nmf, ec.Factorization) and nmf.n_components == gen.n_tokens
+    assert f"ecco-core: note: --nmf 50 is more than the {gen.n_tokens} tokens" in stderr
+    for name in ("r.html", "r.json"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--max-new-tokens", "500"], "lower --max-new-tokens to at most"),
+        (["--dtype", "bf8"], "--dtype='bf8' is not a floating-point type"),
+        (["--temperature", "0.5"], "--temperature only apply with --sample"),
+        (["--json", "r.html"], "--out and --json name the same file"),
+        (["--json", "/no/such/folder/r.json"], "--json: folder '/no/such/folder' does not exist"),
+    ],
+)
+def test_report_mistakes_found_before_or_at_the_model_are_exit_2(
+    extra: list[str], message: str, tiny_path, tmp_path, capsys, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)
+    argv = [
+        "report",
+        "--model",
+        str(tiny_path("gpt2")),
+        "--prompt",
+        "the tower is",
+        "--out",
+        "r.html",
+        "--quiet",
+        *extra,
+    ]
+    code, _, stderr = _run(argv, capsys)
+    assert code == 2 and message in stderr and stderr.count("\n") == 1, stderr
     assert list(tmp_path.iterdir()) == []
