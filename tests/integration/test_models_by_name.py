@@ -3,6 +3,7 @@ say what works for a model of each kind."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoModel
@@ -66,3 +67,18 @@ def test_context_overflow_names_max_new_tokens(tiny_lm) -> None:  # type: ignore
     assert f"lower max_new_tokens to at most {limit - n_prompt}" in str(info.value)
     gen = ec.generate(lm, prompt, max_new_tokens=limit - n_prompt, min_new_tokens=1)
     assert isinstance(gen, ec.Generation)
+
+
+@pytest.mark.parametrize(
+    ("spelling", "stored"),
+    [("fp16", "float16"), ("half", "float16"), (torch.float64, "float64"), ("float32", "float32")],
+)
+def test_activations_take_every_dtype_spelling(tiny_lm, spelling: object, stored: str) -> None:  # type: ignore[no-untyped-def]
+    lm = tiny_lm("gpt2")
+    acts = ec.activations(lm, "the tower is tall", dtype=spelling)  # type: ignore[arg-type]
+    reference = ec.activations(lm, "the tower is tall")
+    assert isinstance(acts, ec.Activations) and isinstance(reference, ec.Activations)
+    assert str(acts.values.dtype) == stored
+    np.testing.assert_allclose(acts.values, reference.values, rtol=1e-2, atol=1e-2)
+    with pytest.raises(ec.InvalidArgumentError, match="dtype='bf16'"):
+        ec.activations(lm, "the tower is tall", dtype="bf16")  # numpy has no bfloat16
