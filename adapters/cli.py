@@ -144,8 +144,9 @@ def _report(args: argparse.Namespace) -> int:
     assert isinstance(gen, ec.Generation)
     bar.update()
     bar.set_postfix_str("logit lens")
-    ranks = ec.rankings(lm, gen)
-    preds = ec.layer_predictions(lm, gen, gen.n_input_tokens)
+    with ec.lens_cache():  # one forward pass serves both
+        ranks = ec.rankings(lm, gen)
+        preds = ec.layer_predictions(lm, gen, gen.n_input_tokens)
     bar.update()
     records: list[Record] = [gen, preds, ranks]  # type: ignore[list-item]
     attributions = []

@@ -26,6 +26,7 @@ from .errors import (
 )
 from .factorization import factorize
 from .generation import classify, generate, predict_masked
+from .lens import cache as lens_cache
 from .lens import layer_predictions, rankings, rankings_watch
 from .loading import DEFAULT_MODEL_ID, LM, library_version, load
 from .model_spec import ModelSpec, infer_spec
@@ -77,6 +78,7 @@ __all__ = [
     "infer_spec",
     "json_schema",
     "layer_predictions",
+    "lens_cache",
     "list_methods",
     "list_record_kinds",
     "load",

@@ -16,19 +16,10 @@ from .capture import analysis_mode
 from .checks import check_int, check_prompts
 from .errors import InvalidArgumentError
 from .head import top_k_softmax
+from .inputs import encode_text
 from .loading import LM
 from .records import Classification, Generation, MaskedPredictions
 from .tokens import display_tokens, token_table
-
-
-def encode_text(lm: LM, text: str) -> list[int]:
-    """Token ids of ``text`` (with the tokenizer's special tokens), within the model's limit."""
-    ids = list(lm.tokenizer(text, add_special_tokens=True)["input_ids"])
-    if lm.spec.max_positions is not None and len(ids) > lm.spec.max_positions:
-        raise InvalidArgumentError(
-            f"text of {len(ids)} tokens exceeds the model's limit of {lm.spec.max_positions}"
-        )
-    return ids
 
 
 def _pad_id(lm: LM) -> int:

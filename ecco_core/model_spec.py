@@ -14,7 +14,7 @@ There is no per-model table. :func:`infer_spec` looks at the loaded module tree:
   input is what ecco-core calls the neuron activations;
 - head input: the stack whose output feeds the LM head (the base model, or the decoder). The LM
   head itself is applied by running the model's own forward with that output replaced (see
-  :func:`ecco_core.lens.head_logits`), so tied weights, T5's ``d_model**-0.5`` rescale, BART's
+  :func:`ecco_core.forward.head_logits`), so tied weights, T5's ``d_model**-0.5`` rescale, BART's
   ``final_logits_bias`` or MLM transforms are all applied exactly as the model does.
 
 Any part can be given explicitly by module path, e.g.

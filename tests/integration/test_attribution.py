@@ -13,8 +13,10 @@ from captum._utils.models.linear_model import SkLearnLinearRegression
 from torch import nn
 
 import ecco_core as ec
-from ecco_core import attribution
-from ecco_core.attribution import _make_task, _prefix_groups, _shap_baselines
+from ecco_core.attribution import native
+from ecco_core.attribution.captum_methods import shap_baselines
+from ecco_core.attribution.native import prefix_groups
+from ecco_core.attribution.targets import make_task
 from ecco_core.testing import ENCODER_DECODER_FAMILIES, FAMILIES, MASKED_FAMILIES
 
 PROMPT = "The Eiffel Tower is in"
@@ -75,14 +77,14 @@ def _captum_direct(method: str, module: Prefix, x: torch.Tensor, task: Any) -> t
     if method == "deep_lift":
         return ca.DeepLift(module).attribute(x, baselines=zeros)
     if method == "deep_lift_shap":
-        return ca.DeepLiftShap(module).attribute(x, baselines=_shap_baselines(task, zeros, 4, 0))
+        return ca.DeepLiftShap(module).attribute(x, baselines=shap_baselines(task, zeros, 4, 0))
     if method == "guided_backprop":
         return ca.GuidedBackprop(module).attribute(x)
     if method == "deconvolution":
         return ca.Deconvolution(module).attribute(x)
     if method == "gradient_shap":
         return ca.GradientShap(module).attribute(
-            x, baselines=_shap_baselines(task, zeros, 4, 0), n_samples=4
+            x, baselines=shap_baselines(task, zeros, 4, 0), n_samples=4
         )
     if method in ("feature_ablation", "occlusion"):
         return ca.FeatureAblation(module).attribute(
@@ -109,7 +111,7 @@ def test_method_matches_captum_on_each_prefix(tiny_lm, family: str, method: str)
     lm = tiny_lm(family)
     record = _record(lm, family)
     result = ec.attribute(lm, record, method, n_samples=4, progress=False)
-    task = _make_task(lm, record, "probability", None, None)
+    task = make_task(lm, record, "probability", None, None)
     n_targets = len(result.target_ids)
     assert result.scores.shape == (n_targets, len(record.token_ids))
     for step in range(n_targets):
@@ -278,8 +280,8 @@ def test_sequence_classification_attribution(tiny_lm, family: str) -> None:  # t
 def test_long_generation_in_prefix_groups_matches_captum(tiny_lm, family: str) -> None:  # type: ignore[no-untyped-def]
     lm = tiny_lm(family)
     gen = ec.generate(lm, "The", max_new_tokens=10, min_new_tokens=10)
-    task = _make_task(lm, gen, "probability", None, None)
-    assert len(_prefix_groups(task.visible)) >= 2
+    task = make_task(lm, gen, "probability", None, None)
+    assert len(prefix_groups(task.visible)) >= 2
     result = ec.attribute(lm, gen, "ig", progress=False)
     for step in range(gen.n_generated):
         x = _prefix_embeds(lm, gen, step)
@@ -302,7 +304,7 @@ def test_steps_split_across_products_give_the_same_attributions(  # type: ignore
     lm = tiny_lm(family)
     record = _record(lm, family)
     whole = ec.attribute(lm, record, "ig", n_steps=6, progress=False)
-    monkeypatch.setattr(attribution, "VJP_ROWS", 1)
+    monkeypatch.setattr(native, "VJP_ROWS", 1)
     split = ec.attribute(lm, record, "ig", n_steps=6, progress=False)
     np.testing.assert_allclose(split.scores, whole.scores, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(split.convergence_delta, whole.convergence_delta, atol=1e-6)

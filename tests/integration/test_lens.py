@@ -111,30 +111,75 @@ def test_bad_lens_input(tiny_lm) -> None:  # type: ignore[no-untyped-def]
         ec.rankings(lm, big)
 
 
-def test_cache_follows_weight_changes_and_sequences(tiny_lm) -> None:  # type: ignore[no-untyped-def]
-    from ecco_core.lens import clear_cache
-
+def test_cache_follows_weight_changes_and_sequences(tiny_lm) -> None:
     lm = tiny_lm("llama")
     gen = _generation(lm)
     other = ec.generate(lm, "Heathrow airport is", max_new_tokens=3, min_new_tokens=3)
-    first = ec.layer_predictions(lm, gen, gen.n_input_tokens)
-    assert (
-        ec.layer_predictions(lm, other, other.n_input_tokens).probs.tolist() != first.probs.tolist()
-    )
-    weight = lm.model.get_submodule(lm.spec.ffn_out[0]).weight
-    saved = weight.detach().clone()
+    with ec.lens_cache():
+        first = ec.layer_predictions(lm, gen, gen.n_input_tokens)
+        assert (
+            ec.layer_predictions(lm, other, other.n_input_tokens).probs.tolist()
+            != first.probs.tolist()
+        )
+        weight = lm.model.get_submodule(lm.spec.ffn_out[0]).weight
+        saved = weight.detach().clone()
+        try:
+            with torch.no_grad():
+                weight.mul_(3.0)
+            changed = ec.layer_predictions(lm, gen, gen.n_input_tokens)
+            with ec.lens_cache():  # a nested scope shares the outer store
+                again = ec.layer_predictions(lm, gen, gen.n_input_tokens)
+        finally:
+            with torch.no_grad():
+                weight.copy_(saved)
+        back = ec.layer_predictions(lm, gen, gen.n_input_tokens)
+    with torch.no_grad():
+        weight.mul_(3.0)
     try:
-        with torch.no_grad():
-            weight.mul_(3.0)
-        changed = ec.layer_predictions(lm, gen, gen.n_input_tokens)
-        clear_cache()
         fresh = ec.layer_predictions(lm, gen, gen.n_input_tokens)
-        np.testing.assert_array_equal(changed.probs, fresh.probs)
-        assert not np.array_equal(changed.probs, first.probs)
     finally:
         with torch.no_grad():
             weight.copy_(saved)
-    clear_cache()
+    np.testing.assert_array_equal(changed.probs, fresh.probs)
+    np.testing.assert_array_equal(again.probs, fresh.probs)
+    assert not np.array_equal(changed.probs, first.probs)
+    np.testing.assert_array_equal(back.probs, first.probs)
     np.testing.assert_array_equal(
         ec.layer_predictions(lm, gen, gen.n_input_tokens).probs, first.probs
     )
+
+
+def test_handles_with_different_specs_never_share_cached_work(tiny_lm) -> None:
+    # Two handles on one model: the second without a final norm (Ecco's raw projection of
+    # every layer). Before the cache was keyed on the spec, the second handle got the first
+    # one's probabilities inside a shared scope (off by 7e-4 on this model).
+    lm = tiny_lm("llama")
+    raw = ec.load(lm.model, lm.tokenizer, spec={"final_norm": None})
+    gen = _generation(lm)
+    p = gen.n_input_tokens
+    with ec.lens_cache():
+        normed = ec.layer_predictions(lm, gen, p, top_k=20)
+        unnormed = ec.layer_predictions(raw, gen, p, top_k=20)
+        unnormed_ranks = ec.rankings(raw, gen)
+    np.testing.assert_array_equal(unnormed.probs, ec.layer_predictions(raw, gen, p, top_k=20).probs)
+    np.testing.assert_array_equal(unnormed_ranks.ranks, ec.rankings(raw, gen).ranks)
+    # Intermediate layers as in Ecco's projection without the final norm; the last layer is
+    # projected unnormed too, unlike the model's own output.
+    ref = reference.lens("llama", lm.model, torch.tensor(gen.token_ids)[None], "none")
+    expected = torch.softmax(ref[:-1, p - 1], -1).topk(20).values
+    np.testing.assert_allclose(unnormed.probs[:-1], expected.numpy(), rtol=1e-4, atol=1e-6)
+    assert not np.allclose(unnormed.probs[-1], normed.probs[-1], rtol=1e-4, atol=1e-6)
+
+
+def test_nothing_is_kept_outside_a_cache_scope(tiny_lm) -> None:
+    from ecco_core import lens
+
+    lm = tiny_lm("gpt2")
+    gen = _generation(lm)
+    ec.layer_predictions(lm, gen, gen.n_input_tokens)
+    assert lens._SCOPE.get() is None
+    with ec.lens_cache():
+        ec.layer_predictions(lm, gen, gen.n_input_tokens)
+        store = lens._SCOPE.get()
+        assert store is not None and set(store) == {"states", "logits"}
+    assert lens._SCOPE.get() is None and store == {}

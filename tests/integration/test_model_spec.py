@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import ecco_core as ec
-from ecco_core.lens import head_logits
+from ecco_core.forward import head_logits
 from ecco_core.testing import CAUSAL_FAMILIES, ENCODER_DECODER_FAMILIES, FAMILIES, MASKED_FAMILIES
 
 from .reference import FINAL_NORM
