@@ -18,6 +18,7 @@ The core never imports IPython, anywidget or altair; the front ends live in ``ec
 from .attribution import attribute, list_methods
 from .errors import (
     EccoError,
+    EccoWarning,
     InvalidArgumentError,
     InvalidTypeError,
     ModelLoadError,
@@ -56,6 +57,7 @@ __all__ = [
     "Attributions",
     "Classification",
     "EccoError",
+    "EccoWarning",
     "Factorization",
     "Generation",
     "InvalidArgumentError",

@@ -29,3 +29,7 @@ class UnsupportedModelError(EccoError, ValueError):
 
 class RecordFormatError(EccoError, ValueError):
     """A serialized record is malformed, of an unknown kind or of a newer version."""
+
+
+class EccoWarning(UserWarning):
+    """Base class of every warning issued by ecco-core (errors in the test suite)."""

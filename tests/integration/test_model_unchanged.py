@@ -13,7 +13,15 @@ def _state(model: torch.nn.Module) -> tuple:
         {k: v.clone() for k, v in model.state_dict().items()},
         [m.training for m in model.modules()],
         [p.requires_grad for p in model.parameters()],
-        [(len(m._forward_hooks), len(m._forward_pre_hooks)) for m in model.modules()],
+        [
+            (
+                len(m._forward_hooks),
+                len(m._forward_pre_hooks),
+                len(m._backward_hooks),
+                len(m._backward_pre_hooks),
+            )
+            for m in model.modules()
+        ],
     )
 
 
