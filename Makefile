@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml Makefile
 test: $(STAMP)
 	$(PY) -m ruff check ecco_core adapters tests benchmarks docs
 	$(PY) -m ruff format --check ecco_core adapters tests benchmarks docs
-	$(PY) -m mypy ecco_core adapters
+	$(PY) -m mypy ecco_core adapters tests
 	$(PY) -m pytest -q
 
 # Quick loop: no browser, notebook, real-model or GPU tests (unit, integration on tiny models,

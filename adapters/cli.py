@@ -141,14 +141,13 @@ def _report(args: argparse.Namespace) -> int:
     bar.update()
     bar.set_postfix_str("generate")
     gen = ec.generate(lm, args.prompt, max_new_tokens=args.max_new_tokens)
-    assert isinstance(gen, ec.Generation)
     bar.update()
     bar.set_postfix_str("logit lens")
     with ec.lens_cache():  # one forward pass serves both
         ranks = ec.rankings(lm, gen)
         preds = ec.layer_predictions(lm, gen, gen.n_input_tokens)
     bar.update()
-    records: list[Record] = [gen, preds, ranks]  # type: ignore[list-item]
+    records: list[Record] = [gen, preds, ranks]
     attributions = []
     for method in methods:
         bar.set_postfix_str(method)

@@ -46,7 +46,6 @@ def main() -> None:
             )
 
     gen = ec.generate(lm, PROMPT, max_new_tokens=NEW_TOKENS)
-    assert isinstance(gen, ec.Generation)
     positions = list(range(gen.n_input_tokens, gen.n_tokens))
 
     def lens_all() -> None:

@@ -7,7 +7,7 @@ no extra forward pass. :func:`predict_masked` is the entry point for masked lang
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any, cast, overload
 
 import numpy as np
 import torch
@@ -94,9 +94,43 @@ def _check_sampling(
         check_int("seed", seed, 0)
 
 
+@overload
 def generate(
     lm: LM,
-    prompt: str | list[str],
+    prompt: str,
+    *,
+    max_new_tokens: int = ...,
+    min_new_tokens: int | None = ...,
+    do_sample: bool = ...,
+    temperature: float | None = ...,
+    top_k: int | None = ...,
+    top_p: float | None = ...,
+    num_beams: int = ...,
+    seed: int | None = ...,
+    top_predictions: int = ...,
+) -> Generation: ...
+
+
+@overload
+def generate(
+    lm: LM,
+    prompt: list[str] | tuple[str, ...],
+    *,
+    max_new_tokens: int = ...,
+    min_new_tokens: int | None = ...,
+    do_sample: bool = ...,
+    temperature: float | None = ...,
+    top_k: int | None = ...,
+    top_p: float | None = ...,
+    num_beams: int = ...,
+    seed: int | None = ...,
+    top_predictions: int = ...,
+) -> tuple[Generation, ...]: ...
+
+
+def generate(
+    lm: LM,
+    prompt: str | list[str] | tuple[str, ...],
     *,
     max_new_tokens: int = 8,
     min_new_tokens: int | None = None,

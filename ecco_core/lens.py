@@ -19,7 +19,7 @@ import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any, cast
+from typing import Any, cast, overload
 
 import numpy as np
 import torch
@@ -204,10 +204,32 @@ def rankings(lm: LM, gen: Generation, *, norm: str = "final") -> Rankings:
     )
 
 
+@overload
 def layer_predictions(
     lm: LM,
     gen: Generation | MaskedPredictions,
-    position: int | Sequence[int],
+    position: int | np.integer,
+    *,
+    top_k: int = ...,
+    norm: str = ...,
+) -> LayerPredictions: ...
+
+
+@overload
+def layer_predictions(
+    lm: LM,
+    gen: Generation | MaskedPredictions,
+    position: Sequence[int] | np.ndarray,
+    *,
+    top_k: int = ...,
+    norm: str = ...,
+) -> tuple[LayerPredictions, ...]: ...
+
+
+def layer_predictions(
+    lm: LM,
+    gen: Generation | MaskedPredictions,
+    position: int | np.integer | Sequence[int] | np.ndarray,
     *,
     top_k: int = 10,
     norm: str = "final",
@@ -221,7 +243,7 @@ def layer_predictions(
     top_k = check_int("top_k", top_k, 1, lm.spec.vocab_size or None)
     seq = _sequence(lm, gen)
     single = not isinstance(position, (list, tuple, np.ndarray, range))
-    wanted = [position] if single else list(position)  # type: ignore[arg-type]
+    wanted = [position] if single else list(cast(Sequence[int], position))
     if not wanted:
         raise InvalidArgumentError("position is an empty list")
     checked = [_check_position(seq, p, _n_input(gen)) for p in wanted]

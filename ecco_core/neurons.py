@@ -7,7 +7,7 @@ A block's neuron activations are the input of its FFN output projection (``spec.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any, cast, overload
 
 import numpy as np
 import torch
@@ -44,6 +44,8 @@ def stack_ffn_out(lm: LM, stack: str) -> tuple[str, ...]:
 
 
 Source = str | Generation | MaskedPredictions
+# Several sources (``list`` is invariant, so lists of one kind are named too).
+Sources = list[str] | list[Generation] | list[MaskedPredictions] | list[Source] | tuple[Source, ...]
 
 
 def select_layers(requested: Sequence[int] | int | None, n_layers: int) -> list[int]:
@@ -104,9 +106,31 @@ def _one(lm: LM, source: Source, layers: Any, dtype: str, stack: str) -> Activat
     )
 
 
+@overload
 def activations(
     lm: LM,
-    gen_or_text: Source | Sequence[Source],
+    gen_or_text: Source,
+    *,
+    layers: Sequence[int] | int | None = ...,
+    dtype: str | None = ...,
+    stack: str | None = ...,
+) -> Activations: ...
+
+
+@overload
+def activations(
+    lm: LM,
+    gen_or_text: Sources,
+    *,
+    layers: Sequence[int] | int | None = ...,
+    dtype: str | None = ...,
+    stack: str | None = ...,
+) -> tuple[Activations, ...]: ...
+
+
+def activations(
+    lm: LM,
+    gen_or_text: Source | Sources,
     *,
     layers: Sequence[int] | int | None = None,
     dtype: str | None = None,

@@ -35,7 +35,7 @@ def _styles(page: Any, selector: str) -> list[str]:
     return page.eval_on_selector_all(selector, "els => els.map(e => e.getAttribute('style') || '')")
 
 
-def test_generation_view(view_records, open_html) -> None:  # type: ignore[no-untyped-def]
+def test_generation_view(view_records, open_html) -> None:
     gen = view_records["Generation"]
     p = open_html(eh.render(gen), "generation")
     page = p.page
@@ -54,7 +54,7 @@ def test_generation_view(view_records, open_html) -> None:  # type: ignore[no-un
     _check_clean(p, "generation")
 
 
-def test_rankings_and_watch_views(view_records, open_html) -> None:  # type: ignore[no-untyped-def]
+def test_rankings_and_watch_views(view_records, open_html) -> None:
     ranks = view_records["Rankings"]
     p = open_html(eh.render(ranks), "rankings")
     cells = p.page.locator("td").all_text_contents()
@@ -68,7 +68,7 @@ def test_rankings_and_watch_views(view_records, open_html) -> None:  # type: ign
     _check_clean(p, "rankings_watch")
 
 
-def test_layer_predictions_view(view_records, open_html) -> None:  # type: ignore[no-untyped-def]
+def test_layer_predictions_view(view_records, open_html) -> None:
     rec = view_records["LayerPredictions"]
     p = open_html(eh.render(rec), "layer_predictions")
     assert p.page.locator("tr").count() == rec.probs.shape[0] + 1
@@ -79,7 +79,7 @@ def test_layer_predictions_view(view_records, open_html) -> None:  # type: ignor
 
 
 @pytest.mark.parametrize("kind", ["Attributions", "SignedAttributions"])
-def test_attribution_views_hover_and_detail(view_records, open_html, kind: str) -> None:  # type: ignore[no-untyped-def]
+def test_attribution_views_hover_and_detail(view_records, open_html, kind: str) -> None:
     rec = view_records[kind]
     p = open_html(eh.render(rec), kind)
     page = p.page
@@ -101,7 +101,7 @@ def test_attribution_views_hover_and_detail(view_records, open_html, kind: str) 
     p.shot(f"{kind}_detailed")
 
 
-def test_factor_view_isolates_a_factor(view_records, open_html) -> None:  # type: ignore[no-untyped-def]
+def test_factor_view_isolates_a_factor(view_records, open_html) -> None:
     rec = view_records["Factorization"]
     p = open_html(eh.render(rec), "factors")
     page = p.page
@@ -119,7 +119,7 @@ def test_factor_view_isolates_a_factor(view_records, open_html) -> None:  # type
 
 
 @pytest.mark.parametrize("kind", ["MaskedPredictions", "Classification", "Activations"])
-def test_other_views(view_records, open_html, kind: str) -> None:  # type: ignore[no-untyped-def]
+def test_other_views(view_records, open_html, kind: str) -> None:
     rec = view_records[kind]
     p = open_html(eh.render(rec), kind)
     if kind == "Activations":
@@ -138,7 +138,7 @@ def test_other_views(view_records, open_html, kind: str) -> None:  # type: ignor
     _check_clean(p, kind)
 
 
-def test_tokens_are_text_never_html(xss_generation, open_html) -> None:  # type: ignore[no-untyped-def]
+def test_tokens_are_text_never_html(xss_generation, open_html) -> None:
     p = open_html(eh.render(xss_generation, title="<script>window.__xss=3</script>"), "xss")
     page = p.page
     page.locator(".ecco-output").nth(1).hover()
@@ -152,7 +152,7 @@ def test_tokens_are_text_never_html(xss_generation, open_html) -> None:  # type:
     _check_clean(p, "xss")
 
 
-def test_several_views_in_one_page_do_not_interfere(view_records, open_html) -> None:  # type: ignore[no-untyped-def]
+def test_several_views_in_one_page_do_not_interfere(view_records, open_html) -> None:
     records = list(view_records.values())
     fragments = "".join(eh.fragment(r) for r in records[:3])
     p = open_html(f"<!DOCTYPE html><html><body>{fragments}</body></html>", "fragments")
@@ -165,7 +165,7 @@ def test_several_views_in_one_page_do_not_interfere(view_records, open_html) -> 
     _check_clean(p, "fragments")
 
 
-def test_widget_module_reports_selection(view_records, open_html) -> None:  # type: ignore[no-untyped-def]
+def test_widget_module_reports_selection(view_records, open_html) -> None:
     """The anywidget entry point, with a stand-in for the notebook's model object."""
     import json
 
@@ -203,7 +203,7 @@ window.widgetState = state;
     _check_clean(p, "widget")
 
 
-def test_dark_theme_keeps_text_readable(view_records, open_html) -> None:  # type: ignore[no-untyped-def]
+def test_dark_theme_keeps_text_readable(view_records, open_html) -> None:
     p = open_html(eh.render([view_records["Generation"], view_records["Rankings"]]), "dark")
     p.page.emulate_media(color_scheme="dark")
     colors = p.page.eval_on_selector(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -58,7 +58,8 @@ def _prefix_embeds(lm: ec.LM, record: Any, step: int) -> torch.Tensor:
     else:
         ids = record.token_ids
     with torch.no_grad():
-        return lm.model.get_input_embeddings()(torch.tensor(np.array(ids))[None]).detach()
+        embedding = cast(Any, lm.model).get_input_embeddings()
+        return embedding(torch.tensor(np.array(ids))[None]).detach()
 
 
 def _captum_direct(method: str, module: Prefix, x: torch.Tensor, task: Any) -> torch.Tensor:
@@ -107,7 +108,7 @@ def _expected_scores(raw: torch.Tensor, token_level: bool) -> np.ndarray:
 
 @pytest.mark.parametrize("method", ec.list_methods())
 @pytest.mark.parametrize("family", FAMILIES)
-def test_method_matches_captum_on_each_prefix(tiny_lm, family: str, method: str) -> None:  # type: ignore[no-untyped-def]
+def test_method_matches_captum_on_each_prefix(tiny_lm, family: str, method: str) -> None:
     lm = tiny_lm(family)
     record = _record(lm, family)
     result = ec.attribute(lm, record, method, n_samples=4, progress=False)
@@ -133,7 +134,7 @@ def test_method_matches_captum_on_each_prefix(tiny_lm, family: str, method: str)
     assert ec.load_record(result.to_json()) == result
 
 
-def test_integrated_gradients_delta_targets_and_aggregations(tiny_lm) -> None:  # type: ignore[no-untyped-def]
+def test_integrated_gradients_delta_targets_and_aggregations(tiny_lm) -> None:
     lm = tiny_lm("llama")
     gen = ec.generate(lm, PROMPT, max_new_tokens=3, min_new_tokens=3)
     full = ec.attribute(lm, gen, "ig", aggregation="none", target="logit", progress=False)
@@ -160,7 +161,7 @@ def test_integrated_gradients_delta_targets_and_aggregations(tiny_lm) -> None:  
     assert (signed.scores < 0).any() and signed.values.shape == (0, 0, 0)
 
 
-def test_contrastive_log_probability_and_baselines(tiny_lm) -> None:  # type: ignore[no-untyped-def]
+def test_contrastive_log_probability_and_baselines(tiny_lm) -> None:
     lm = tiny_lm("gpt2")
     gen = ec.generate(lm, PROMPT, max_new_tokens=2, min_new_tokens=2)
     foil = 7
@@ -194,7 +195,7 @@ def test_contrastive_log_probability_and_baselines(tiny_lm) -> None:  # type: ig
     np.testing.assert_allclose(batched.scores, zero.scores, rtol=1e-4, atol=1e-7)
 
 
-def test_bf16_reports_its_deviation(tiny_lm) -> None:  # type: ignore[no-untyped-def]
+def test_bf16_reports_its_deviation(tiny_lm) -> None:
     lm = tiny_lm("llama")
     gen = ec.generate(lm, PROMPT, max_new_tokens=2, min_new_tokens=2)
     res = ec.attribute(lm, gen, "ig", precision="bf16", n_steps=8, progress=False)
@@ -205,7 +206,7 @@ def test_bf16_reports_its_deviation(tiny_lm) -> None:  # type: ignore[no-untyped
     )
 
 
-def test_bad_attribution_input(tiny_lm) -> None:  # type: ignore[no-untyped-def]
+def test_bad_attribution_input(tiny_lm) -> None:
     lm = tiny_lm("gpt2")
     gen = ec.generate(lm, PROMPT, max_new_tokens=2, min_new_tokens=2)
     with pytest.raises(
@@ -226,8 +227,11 @@ def test_bad_attribution_input(tiny_lm) -> None:  # type: ignore[no-untyped-def]
         ec.attribute(lm, gen, precision="tf32")
     with pytest.raises(ec.InvalidArgumentError, match="target="):
         ec.attribute(lm, gen, target="odds")
-    big = ec.load_record(
-        gen.to_json().replace(f'"data": [{gen.token_ids[0]},', '"data": [999999,', 1)
+    big = cast(
+        ec.Generation,
+        ec.load_record(
+            gen.to_json().replace(f'"data": [{gen.token_ids[0]},', '"data": [999999,', 1)
+        ),
     )
     with pytest.raises(ec.InvalidArgumentError, match="another model"):
         ec.attribute(lm, big)
@@ -236,7 +240,7 @@ def test_bad_attribution_input(tiny_lm) -> None:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("family", ["bert_classifier", "gpt2_classifier"])
-def test_sequence_classification_attribution(tiny_lm, family: str) -> None:  # type: ignore[no-untyped-def]
+def test_sequence_classification_attribution(tiny_lm, family: str) -> None:
     lm = tiny_lm(family)
     assert lm.spec.kind == "classifier"
     rec = ec.classify(lm, "the tower is in paris, and she liked it.")
@@ -277,7 +281,7 @@ def test_sequence_classification_attribution(tiny_lm, family: str) -> None:  # t
 
 
 @pytest.mark.parametrize("family", GENERATING)
-def test_long_generation_in_prefix_groups_matches_captum(tiny_lm, family: str) -> None:  # type: ignore[no-untyped-def]
+def test_long_generation_in_prefix_groups_matches_captum(tiny_lm, family: str) -> None:
     lm = tiny_lm(family)
     gen = ec.generate(lm, "The", max_new_tokens=10, min_new_tokens=10)
     task = make_task(lm, gen, "probability", None, None)
@@ -298,7 +302,7 @@ def test_long_generation_in_prefix_groups_matches_captum(tiny_lm, family: str) -
 
 
 @pytest.mark.parametrize("family", ["llama", "t5", "bert"])
-def test_steps_split_across_products_give_the_same_attributions(  # type: ignore[no-untyped-def]
+def test_steps_split_across_products_give_the_same_attributions(
     tiny_lm, family: str, monkeypatch
 ) -> None:
     lm = tiny_lm(family)

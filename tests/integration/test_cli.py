@@ -8,13 +8,13 @@ import ecco_core as ec
 from ecco_adapters.cli import main
 
 
-def _run(args: list[str], capsys) -> tuple[int, str, str]:  # type: ignore[no-untyped-def]
+def _run(args: list[str], capsys) -> tuple[int, str, str]:
     code = main(args)
     out = capsys.readouterr()
     return code, out.out, out.err
 
 
-def test_report_writes_html_json_and_summary(tiny_path, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_report_writes_html_json_and_summary(tiny_path, tmp_path, capsys) -> None:
     out, records = tmp_path / "r.html", tmp_path / "r.json"
     code, stdout, _ = _run(
         [
@@ -80,7 +80,7 @@ def test_report_writes_html_json_and_summary(tiny_path, tmp_path, capsys) -> Non
 )
 def test_user_mistakes_are_one_line_exit_2(
     args: list[str], message: str, tmp_path, capsys, monkeypatch
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     monkeypatch.chdir(tmp_path)
     code, _, stderr = _run(args, capsys)
     assert code == 2
@@ -88,7 +88,7 @@ def test_user_mistakes_are_one_line_exit_2(
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
-def test_failure_while_computing_is_exit_1(tiny_path, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_failure_while_computing_is_exit_1(tiny_path, tmp_path, capsys) -> None:
     code, _, stderr = _run(
         [
             "report",

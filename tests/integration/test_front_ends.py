@@ -27,7 +27,7 @@ class _Tags(HTMLParser):
 
 def test_html_is_self_contained_deterministic_and_escaped(
     view_records, xss_generation, tmp_path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     records = [*view_records.values(), xss_generation]
     page = eh.render(records, title="<t>")
     assert page == eh.render(records, title="<t>")
@@ -45,13 +45,13 @@ def test_html_is_self_contained_deterministic_and_escaped(
     assert path.read_text() == page and [p.name for p in tmp_path.iterdir()] == ["views.html"]
 
 
-def test_views_leave_out_only_unread_large_fields(view_records) -> None:  # type: ignore[no-untyped-def]
+def test_views_leave_out_only_unread_large_fields(view_records) -> None:
     envelope = eh.view_envelope(view_records["Factorization"])
     assert "neuron_factors" not in envelope["data"] and "token_factors" in envelope["data"]
     assert eh.view_envelope(view_records["Rankings"]) == view_records["Rankings"].to_dict()
 
 
-def test_notebook_display_comes_through_entry_point(view_records) -> None:  # type: ignore[no-untyped-def]
+def test_notebook_display_comes_through_entry_point(view_records) -> None:
     rec = view_records["Rankings"]
     bundle = rec._repr_mimebundle_()
     assert bundle["text/plain"] == repr(rec)
@@ -66,7 +66,7 @@ def test_notebook_display_comes_through_entry_point(view_records) -> None:  # ty
     assert out.stdout.strip() == "False"
 
 
-def test_widget_traits(view_records) -> None:  # type: ignore[no-untyped-def]
+def test_widget_traits(view_records) -> None:
     w = notebook.widget(view_records["Attributions"], mode="detailed")
     assert w.selected == -1 and w.mode == "detailed"
     assert json.loads(w.record_json)["kind"] == "Attributions"
@@ -89,7 +89,7 @@ def test_widget_traits(view_records) -> None:  # type: ignore[no-untyped-def]
         "Activations",
     ],
 )
-def test_vega_specs_valid_deterministic_and_exportable(view_records, kind: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_vega_specs_valid_deterministic_and_exportable(view_records, kind: str, tmp_path) -> None:
     rec = view_records[kind]
     spec = vega.spec(rec)
     assert spec["$schema"] == alt.SCHEMA_URL
@@ -103,7 +103,7 @@ def test_vega_specs_valid_deterministic_and_exportable(view_records, kind: str, 
     assert svg.lstrip().startswith("<svg")
 
 
-def test_vega_values_and_offline_exports(view_records, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_vega_values_and_offline_exports(view_records, tmp_path) -> None:
     ranks = view_records["Rankings"]
     rows = vega.spec(ranks)["layer"][0] and vega.spec(ranks)["data"]["values"]
     assert [r["rank"] for r in rows] == ranks.ranks.reshape(-1).tolist()

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import pytest
 import torch
@@ -14,9 +16,7 @@ PROMPT = "The Eiffel Tower is in the city of"
 
 
 def _generation(lm: ec.LM) -> ec.Generation:
-    gen = ec.generate(lm, PROMPT, max_new_tokens=4, min_new_tokens=4)
-    assert isinstance(gen, ec.Generation)
-    return gen
+    return ec.generate(lm, PROMPT, max_new_tokens=4, min_new_tokens=4)
 
 
 def _reference_lens(family: str, lm: ec.LM, gen: ec.Generation, norm: str) -> torch.Tensor:
@@ -33,7 +33,7 @@ def _reference_lens(family: str, lm: ec.LM, gen: ec.Generation, norm: str) -> to
 
 @pytest.mark.parametrize("norm", ["final", "none"])
 @pytest.mark.parametrize("family", GENERATING)
-def test_rankings_and_predictions_match_hidden_states(tiny_lm, family: str, norm: str) -> None:  # type: ignore[no-untyped-def]
+def test_rankings_and_predictions_match_hidden_states(tiny_lm, family: str, norm: str) -> None:
     lm = tiny_lm(family)
     gen = _generation(lm)
     ref = _reference_lens(family, lm, gen, norm)
@@ -68,7 +68,7 @@ def test_rankings_and_predictions_match_hidden_states(tiny_lm, family: str, norm
     np.testing.assert_array_equal(watch.ranks[:, 2], ranks.ranks[:, 0])
 
 
-def test_one_position_gives_one_record_and_prompt_positions_work(tiny_lm) -> None:  # type: ignore[no-untyped-def]
+def test_one_position_gives_one_record_and_prompt_positions_work(tiny_lm) -> None:
     lm = tiny_lm("gpt2")
     gen = _generation(lm)
     rec = ec.layer_predictions(lm, gen, 1)
@@ -77,7 +77,7 @@ def test_one_position_gives_one_record_and_prompt_positions_work(tiny_lm) -> Non
 
 
 @pytest.mark.parametrize("family", MASKED_FAMILIES)
-def test_masked_layer_predictions(tiny_lm, family: str) -> None:  # type: ignore[no-untyped-def]
+def test_masked_layer_predictions(tiny_lm, family: str) -> None:
     lm = tiny_lm(family)
     masked = ec.predict_masked(lm, f"The Eiffel {lm.tokenizer.mask_token} is in Paris.")
     p = int(masked.positions[0])
@@ -88,7 +88,7 @@ def test_masked_layer_predictions(tiny_lm, family: str) -> None:  # type: ignore
     np.testing.assert_allclose(rec.probs[-1], masked.top_probs[0, :3], rtol=1e-4, atol=1e-6)
 
 
-def test_bad_lens_input(tiny_lm) -> None:  # type: ignore[no-untyped-def]
+def test_bad_lens_input(tiny_lm) -> None:
     lm = tiny_lm("gpt2")
     gen = _generation(lm)
     with pytest.raises(ec.InvalidArgumentError, match=r"norm='both'.*'final', 'none'"):
@@ -104,8 +104,11 @@ def test_bad_lens_input(tiny_lm) -> None:  # type: ignore[no-untyped-def]
     other = tiny_lm("t5")
     with pytest.raises(ec.InvalidArgumentError, match=r"another model|causal model"):
         ec.rankings(other, gen)
-    big = ec.load_record(
-        gen.to_json().replace(f'"data": [{gen.token_ids[0]},', '"data": [999999,', 1)
+    big = cast(
+        ec.Generation,
+        ec.load_record(
+            gen.to_json().replace(f'"data": [{gen.token_ids[0]},', '"data": [999999,', 1)
+        ),
     )
     with pytest.raises(ec.InvalidArgumentError, match="another model"):
         ec.rankings(lm, big)

@@ -30,8 +30,8 @@ def _cheapest(visible: list[int]) -> int:
 def test_groups_are_the_cheapest_contiguous_split(seed: int) -> None:
     rng = np.random.default_rng(seed)
     n = int(rng.integers(1, 11))
-    visible = np.cumsum(rng.integers(0, 4, size=n)) + int(rng.integers(1, 30))
-    visible = [int(v) for v in visible]
+    steps = np.cumsum(rng.integers(0, 4, size=n)) + int(rng.integers(1, 30))
+    visible = [int(v) for v in steps]
     groups = prefix_groups(visible)
     assert [i for _, members in groups for i in members] == list(range(n))
     for rows, members in groups:
