@@ -171,24 +171,10 @@ class Record:
         save(self, path)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
-        """Rich display for notebooks through the renderers registered by front ends.
+        """Rich display for notebooks by the active renderer (see :mod:`ecco_core.display`)."""
+        from .display import mimebundle
 
-        Front ends register a function ``record -> {mime type: data}`` under the entry-point
-        group ``ecco_core.display``; without one, notebooks show the plain repr.
-        """
-        for renderer in display_renderers():
-            try:
-                return dict(renderer(self))
-            except Exception as exc:  # a broken front end must not break the notebook
-                return {"text/plain": f"{self!r}\n(display failed: {exc})"}
-        return {"text/plain": repr(self)}
-
-
-def display_renderers() -> list[Callable[[Record], Mapping[str, str]]]:
-    """Display functions registered under the ``ecco_core.display`` entry-point group."""
-    from importlib.metadata import entry_points
-
-    return [entry.load() for entry in sorted(entry_points(group="ecco_core.display"), key=str)]
+        return mimebundle(self, include, exclude)
 
 
 def register(cls: type[_R]) -> type[_R]:
