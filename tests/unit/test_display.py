@@ -69,7 +69,7 @@ def test_enable_for_good_or_inside_a_with_block(fresh: dict[str, Any]) -> None:
     assert display.active() == "html"
     display.enable("zz")
     assert display.active() == "zz"
-    with pytest.raises(ec.InvalidArgumentError, match="no display renderer named 'svg'.*html"):
+    with pytest.raises(ec.InvalidArgumentError, match=r"no display renderer named 'svg'.*html"):
         display.enable("svg")
     assert display.active() == "zz"
 
