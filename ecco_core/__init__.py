@@ -15,6 +15,7 @@ Pure functions turn a model and a prompt into immutable, serializable records::
 The core never imports IPython, anywidget or altair; the front ends live in ``ecco_adapters``.
 """
 
+from .attention import attention
 from .attribution import attribute, list_methods
 from .errors import (
     EccoError,
@@ -34,6 +35,7 @@ from .model_spec import ModelSpec, infer_spec
 from .neurons import activations
 from .records import (
     Activations,
+    Attention,
     Attributions,
     Classification,
     Factorization,
@@ -54,6 +56,7 @@ __all__ = [
     "DEFAULT_MODEL_ID",
     "LM",
     "Activations",
+    "Attention",
     "Attributions",
     "Classification",
     "EccoError",
@@ -73,6 +76,7 @@ __all__ = [
     "UnsupportedModelError",
     "__version__",
     "activations",
+    "attention",
     "attribute",
     "classify",
     "factorize",

@@ -39,6 +39,7 @@ GALLERY = {
     "05_detailed_attributions.ipynb": [],
     "06_neuron_factors.ipynb": ["Factorization"],
     "07_sentiment.ipynb": ["Attributions"],
+    "08_attention.ipynb": ["Attention", "Attributions"],
 }
 
 
