@@ -81,6 +81,11 @@ def check_prompt(lm: ec.LM, text: str | None, max_new_tokens: int) -> tuple[str,
     return None
 
 
+def _storable(text: str) -> str:
+    """``text`` with what UTF-8 cannot hold (lone surrogates) written as escapes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _message(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
@@ -154,8 +159,9 @@ def process_batch(
     errors: list[dict[str, Any]] = []
 
     def fail(pid: Any, stage: str, message: str, text: str | None) -> None:
-        clipped = None if text is None else text[:TEXT_IN_ERRORS]
-        errors.append({"prompt_id": pid, "stage": stage, "message": message, "text": clipped})
+        clipped = None if text is None else _storable(text[:TEXT_IN_ERRORS])
+        row = {"prompt_id": pid, "stage": stage, "message": _storable(message), "text": clipped}
+        errors.append(row)
 
     good_ids: list[Any] = []
     good_texts: list[str] = []
