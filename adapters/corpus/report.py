@@ -182,7 +182,12 @@ def depth_chart(summary: Summary, n_layers: int) -> dict[str, Any]:
         height=220,
         mark={"type": "bar", "color": "#4c78a8"},
         encoding={
-            "x": {"field": "depth", "type": "ordinal", "title": "layer from which it stays top-1"},
+            "x": {
+                "field": "depth",
+                "type": "ordinal",
+                "title": "layer from which it stays top-1",
+                "axis": {"labelAngle": 0},
+            },
             "y": {"field": "prompts", "type": "quantitative", "title": "prompts"},
             "tooltip": [{"field": "depth"}, {"field": "prompts"}],
         },
@@ -195,7 +200,12 @@ def rank_chart(summary: Summary) -> dict[str, Any]:
         {"layer": layer, "q25": q25, "median": med, "q75": q75}
         for layer, q25, med, q75 in summary.rank_quartiles
     ]
-    x = {"field": "layer", "type": "quantitative", "title": "layer"}
+    x = {
+        "field": "layer",
+        "type": "quantitative",
+        "title": "layer",
+        "axis": {"format": "d", "tickMinStep": 1},
+    }
     scale = {"type": "log"}
     return _spec(
         "Rank of the first generated token at each layer (median, quartiles)",

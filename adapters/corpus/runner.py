@@ -66,7 +66,7 @@ def _valid_prompts(lm: ec.LM, checked: Checked) -> Iterator[tuple[Any, Any]]:
                 yield pid, text
 
 
-def fit_factors(lm: ec.LM, checked: Checked) -> Factors:
+def fit_factors(lm: ec.LM, checked: Checked, progress: bool = False) -> Factors:
     """NMF factors of neuron activations over the first ``nmf_sample`` usable prompts.
 
     Written once to ``factor_loadings``; a resumed run reads them back instead of refitting.
@@ -80,6 +80,11 @@ def fit_factors(lm: ec.LM, checked: Checked) -> Factors:
         k = len(pc.unique(loads.column("factor")))
         components = loads.column("loading").to_numpy().reshape(k, -1)
         return Factors(components=components.astype(np.float32))
+    if progress:
+        print(
+            f"fitting {config.nmf} neuron factors on the first {config.nmf_sample} prompts",
+            file=sys.stderr,
+        )
     acts: list[ec.Activations] = []
     texts: list[str] = []
     for _, text in _valid_prompts(lm, checked):
@@ -174,7 +179,7 @@ def run(checked: Checked, *, progress: bool = True, lm: ec.LM | None = None) -> 
     )
     store.remove_unfinished(out, [*folders.values(), "factor_examples", "factor_loadings"])
 
-    factors = fit_factors(lm, checked) if "neurons" in config.options.analyses else None
+    factors = fit_factors(lm, checked, progress) if "neurons" in config.options.analyses else None
     function = BatchFunction(config.options, lm=lm, factors=factors)
     done = store.done_shards(out)
     already = sum(int(stem.split("-")[2]) - int(stem.split("-")[1]) for stem in done)
