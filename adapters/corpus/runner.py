@@ -104,27 +104,35 @@ def fit_factors(lm: ec.LM, checked: Checked, progress: bool = False) -> Factors:
     return Factors(components=np.asarray(fact.neuron_factors, dtype=np.float32))
 
 
-def finish_factor_examples(config: RunConfig, id_type: pa.DataType) -> int:
-    """Rank every batch's candidates into ``factor_examples`` (top N per factor); rows written."""
-    folder = config.out / store.CANDIDATES
-    target = schema("factor_examples", id_type)
-    parts = sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
-    candidates = (
-        pa.concat_tables([pq.read_table(p).cast(target) for p in parts])
-        if parts
-        else target.empty_table()
-    )
-    # stable sort: among equal activations, earlier input rows come first
+def _top_per_factor(candidates: pa.Table, top: int) -> pa.Table:
+    """The ``top`` strongest rows of each factor, ranked 1.. (ties keep their order)."""
     ordered = candidates.sort_by([("factor", "ascending"), ("activation", "descending")])
     factor = ordered.column("factor").to_numpy()
-    starts: Any = np.flatnonzero(np.r_[True, factor[1:] != factor[:-1]]) if factor.size else []
+    if not factor.size:
+        return ordered
+    starts = np.flatnonzero(np.r_[True, factor[1:] != factor[:-1]])
     rank = np.arange(factor.size) - np.repeat(starts, np.diff(np.r_[starts, factor.size]))
-    keep = rank < config.options.top_examples
-    result = ordered.filter(pa.array(keep)).set_column(
-        ordered.schema.get_field_index("rank"), "rank", pa.array(rank[keep] + 1, pa.int64())
-    )
-    store.write_table(config.out / "factor_examples" / f"{store.ALL_PART}.parquet", result)
-    return int(result.num_rows)
+    keep = rank < top
+    column = ordered.schema.get_field_index("rank")
+    kept = ordered.filter(pa.array(keep))
+    return kept.set_column(column, "rank", pa.array(rank[keep] + 1, pa.int64()))
+
+
+def finish_factor_examples(config: RunConfig, id_type: pa.DataType) -> int:
+    """Merge every batch's candidates into ``factor_examples`` (top N per factor); rows written.
+
+    The parts are merged one at a time into the best rows so far, so memory holds at most
+    one part plus N rows per factor. Sorting is stable and parts are read in input order, so
+    among equal activations the earlier input row comes first.
+    """
+    folder = config.out / store.CANDIDATES
+    target = schema("factor_examples", id_type)
+    best = target.empty_table()
+    for part in sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []:
+        merged = pa.concat_tables([best, pq.read_table(part).cast(target)])
+        best = _top_per_factor(merged, config.options.top_examples)
+    store.write_table(config.out / "factor_examples" / f"{store.ALL_PART}.parquet", best)
+    return int(best.num_rows)
 
 
 def _manifest(

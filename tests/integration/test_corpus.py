@@ -206,6 +206,11 @@ def test_manifest_layout_and_neuron_tables(gpt2_run: Any, tiny_lm: Callable[[str
         assert (np.diff(ordered["activation"].to_numpy()) <= 0).all()
     gens = _table(out, "generations")
     assert set(examples["prompt_id"]) <= set(gens["prompt_id"])
+    # the merged examples are the 4 strongest of each factor among every batch's candidates
+    candidates = _table(out, "_factor_candidates")
+    for f, group in examples.groupby("factor"):
+        strongest = candidates[candidates["factor"] == f]["activation"].nlargest(4)
+        np.testing.assert_array_equal(group.sort_values("rank")["activation"], strongest)
 
 
 def test_factor_activations_are_the_nmf_code_of_the_activations(
