@@ -542,3 +542,21 @@ def test_cli_run_with_ids_and_watch(
             ranks = mine[mine["token_id"] == token_id].sort_values("layer")["rank"]
             np.testing.assert_array_equal(ranks, expected.ranks[:, j])
         assert set(gens[gens["prompt_id"] == key]["prompt"]) == {text}
+
+
+def test_batch_function_takes_numpy_columns_as_a_distributed_engine_passes_them(
+    tiny_lm: Callable[[str], ec.LM],
+) -> None:
+    lm = tiny_lm("llama")
+    options = BatchOptions(analyses=("generate", "rankings"), max_new_tokens=2)
+    fn = batch_module.BatchFunction(options, lm=lm)
+    texts = [PROMPTS[0], "", PROMPTS[1]]
+    from_numpy = fn({"prompt_id": np.array([7, 8, 9]), "text": np.array(texts, dtype=object)})
+    from_lists = batch_module.process_batch(lm, [7, 8, 9], texts, options)
+    assert set(from_numpy) == {"generations", "rankings", "errors"} == set(options.tables())
+    for name, table in from_lists.items():
+        assert from_numpy[name].equals(table), name
+    assert from_numpy["errors"].to_pylist() == [
+        {"prompt_id": 8, "stage": "input", "message": "the prompt is empty", "text": ""}
+    ]
+    assert from_numpy["generations"].schema.field("prompt_id").type == pa.int64()
