@@ -25,6 +25,7 @@ from ecco_core.records import Record
 from ecco_core.serialization import to_envelope, write_text_atomic
 
 from . import html
+from .corpus import cli as corpus_cli
 
 
 class UsageError(Exception):
@@ -66,6 +67,7 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("--json", default=None, help="also write every record to this JSON file")
     report.add_argument("--quiet", action="store_true", help="no progress bars")
     report.add_argument("--debug", action="store_true", help="show tracebacks")
+    corpus_cli.add_parser(sub)
     return main
 
 
@@ -178,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
         args = parser().parse_args(argv)
-        return _report(args)
+        return corpus_cli.run(args) if args.command == "corpus" else _report(args)
     except UsageError as exc:
         if debug:
             raise

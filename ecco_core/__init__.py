@@ -11,6 +11,7 @@ Pure functions turn a model and a prompt into immutable, serializable records::
     nmf = ec.factorize(acts, n_components=8, lm=lm)  # token and neuron factors
     attr = ec.attribute(lm, gen)                     # scores[generated token, source token]
     ec.load_record(gen.to_json()) == gen
+    tables = ec.to_tables([gen, ranks, attr])     # pyarrow tables: generations, rankings, ...
 
 The core never imports IPython, anywidget or altair; the front ends live in ``ecco_adapters``.
 """
@@ -49,6 +50,7 @@ from .records import (
 )
 from .serialization import json_schema, load_record
 from .similarity import similarity
+from .tables import to_tables
 
 __version__ = library_version()
 
@@ -93,4 +95,5 @@ __all__ = [
     "rankings",
     "rankings_watch",
     "similarity",
+    "to_tables",
 ]
