@@ -7,7 +7,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test demo lint typecheck bench clean
+.PHONY: install test test-fast demo corpus-demo lint typecheck bench clean
 
 install: $(STAMP)
 
@@ -25,19 +25,35 @@ $(STAMP): pyproject.toml Makefile
 
 test: $(STAMP)
 	$(PY) -m ruff check ecco_core adapters tests benchmarks docs
-	$(PY) -m mypy ecco_core adapters
+	$(PY) -m ruff format --check ecco_core adapters tests benchmarks docs
+	$(PY) -m mypy ecco_core adapters tests
 	$(PY) -m pytest -q
+
+# Quick loop: no browser, notebook, real-model or GPU tests (unit, integration on tiny models,
+# golden files).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not browser and not real and not gpu" \
+		--ignore=tests/browser --ignore=tests/real --ignore=tests/gpu \
+		--ignore=tests/integration/test_notebooks.py
 
 demo: $(STAMP)
 	mkdir -p demo
 	$(PY) -m ecco_adapters.cli report --prompt "Heathrow airport is located in the city of" --out demo/report.html
 
+# Every analysis over the bundled factual-recall prompts (data/factual_prompts.jsonl) with the
+# embedded SmolLM2; writes Parquet tables and demo/corpus/report.html. Run again to continue.
+corpus-demo: $(STAMP)
+	mkdir -p demo
+	$(PY) -m ecco_adapters.entry corpus --data data/factual_prompts.jsonl --id-column id \
+		--out demo/corpus --analyses generate,rankings,attribution,neurons \
+		--method grad_x_input --max-new-tokens 4 --resume
+
 lint: $(STAMP)
 	$(PY) -m ruff check ecco_core adapters tests benchmarks docs
-	$(PY) -m ruff format --check ecco_core adapters tests benchmarks
+	$(PY) -m ruff format --check ecco_core adapters tests benchmarks docs
 
 typecheck: $(STAMP)
-	$(PY) -m mypy ecco_core adapters
+	$(PY) -m mypy ecco_core adapters tests
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py

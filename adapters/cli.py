@@ -20,12 +20,15 @@ import contextlib
 import importlib.metadata
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
     import ecco_core as ec
+
+from .corpus import cli as corpus_cli
 
 
 class UsageError(Exception):
@@ -44,7 +47,7 @@ class _Formatter(argparse.HelpFormatter):
         text = action.help or ""
         default = action.default
         if (
-            "%(default)" in text
+            "default" in text
             or default in (None, False, argparse.SUPPRESS)
             or not action.option_strings
         ):
@@ -288,9 +291,10 @@ def _report(args: argparse.Namespace, out: Path, json_path: Path | None) -> int:
     assert isinstance(gen, ec.Generation)
     bar.update()
     bar.set_postfix_str("logit lens")
-    ranks = ec.rankings(lm, gen)
-    preds = ec.layer_predictions(lm, gen, gen.n_input_tokens)
-    records: list[Record] = [gen, preds, ranks]  # type: ignore[list-item]
+    with ec.lens_cache():  # one forward pass serves both
+        ranks = ec.rankings(lm, gen)
+        preds = ec.layer_predictions(lm, gen, gen.n_input_tokens)
+    records: list[Record] = [gen, preds, ranks]
     watch = None
     if args.watch:
         watch = ec.rankings_watch(lm, gen, args.watch, gen.n_input_tokens)
@@ -299,7 +303,13 @@ def _report(args: argparse.Namespace, out: Path, json_path: Path | None) -> int:
     attributions = []
     for method in methods:
         bar.set_postfix_str(method)
-        attributions.append(ec.attribute(lm, gen, method, progress=False if args.quiet else None))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ec.ConvergenceWarning)
+            attributions.append(
+                ec.attribute(lm, gen, method, progress=False if args.quiet else None)
+            )
+        for warning in caught:
+            _note(f"{method}: {warning.message}")
         bar.update()
     records += attributions
     if args.nmf:
@@ -330,6 +340,7 @@ Run = Callable[[argparse.Namespace], int]
 
 COMMANDS: dict[str, tuple[str, Build, Run]] = {
     "report": ("write a multi-view HTML report for one prompt", build_report, run_report),
+    "corpus": (corpus_cli.DESCRIPTION, corpus_cli.add_arguments, corpus_cli.run),
 }
 """Subcommand name -> (help line, options builder, runner). A new subcommand adds an entry."""
 

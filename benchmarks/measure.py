@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 import ecco_core as ec
-from ecco_core.attribution import _prefix_groups
+from ecco_core.attribution.native import prefix_groups
 
 
 def median_seconds(fn: Callable[[], Any], repeats: int, device: str = "cpu") -> float:
@@ -39,14 +39,14 @@ def matmul_gflops(
 
 def ig_gflop(lm: ec.LM, gen: ec.Generation, n_steps: int) -> float:
     """FLOPs of batched IG as ecco-core runs it: per interpolation point, each prefix group
-    (see ``ecco_core.attribution._prefix_groups``) costs one forward pass over its rows plus one
-    input-gradient backward pass (about one forward) per step; the head runs at the predicting
-    rows, forward and backward."""
+    (see ``ecco_core.attribution.native.prefix_groups``) costs one forward pass over its rows
+    plus one input-gradient backward pass (about one forward) per step; the head runs at the
+    predicting rows, forward and backward."""
     blocks = sum(
         p.numel() for path in lm.spec.blocks for p in lm.model.get_submodule(path).parameters()
     )
     visible = list(range(gen.n_input_tokens, gen.n_tokens))
-    row_passes = sum(rows * (1 + len(steps)) for rows, steps in _prefix_groups(visible))
+    row_passes = sum(rows * (1 + len(steps)) for rows, steps in prefix_groups(visible))
     body = 2 * blocks * row_passes * n_steps
     head = 2 * 2 * lm.spec.hidden_size * lm.spec.vocab_size * gen.n_generated * n_steps
     return (body + head) / 1e9

@@ -11,7 +11,8 @@ from pathlib import Path
 import attrs
 
 import ecco_core as ec
-from ecco_adapters import html, notebook, vega
+from ecco_adapters import corpus, html, notebook, vega
+from ecco_adapters.corpus import batch
 
 HEADER = """# API reference
 
@@ -52,6 +53,15 @@ def build() -> str:
     for module in (html, notebook, vega):
         for n in module.__all__:
             parts.append(_function(f"{module.__name__.split('.')[-1]}.{n}", getattr(module, n)))
+    parts.append("\n## Corpus runs (`ecco_adapters.corpus`)\n")
+    for name, obj in (
+        ("corpus.run_corpus", corpus.run_corpus),
+        ("corpus.RunConfig", corpus.RunConfig),
+        ("corpus.BatchOptions", corpus.BatchOptions),
+        ("corpus.batch.BatchFunction", batch.BatchFunction),
+        ("corpus.batch.process_batch", batch.process_batch),
+    ):
+        parts.append(_function(name, obj))
     return "\n".join(parts)
 
 

@@ -12,10 +12,12 @@ Pure functions turn a model and a prompt into immutable, serializable records::
     nmf = ec.factorize(acts, n_components=8, lm=lm)  # token and neuron factors
     attr = ec.attribute(lm, gen)                     # scores[generated token, source token]
     ec.load_record(gen.to_json()) == gen
+    tables = ec.to_tables([gen, ranks, attr])     # pyarrow tables: generations, rankings, ...
 
 The core never imports IPython, anywidget or altair; the front ends live in ``ecco_adapters``.
 """
 
+from .attention import attention
 from .attribution import attribute, list_methods
 from .errors import (
     ConvergenceWarning,
@@ -29,12 +31,14 @@ from .errors import (
 )
 from .factorization import factorize
 from .generation import classify, generate, predict_masked
+from .lens import cache as lens_cache
 from .lens import layer_predictions, rankings, rankings_watch
 from .loading import DEFAULT_MODEL_ID, LM, EmbeddedModel, library_version, list_models, load
 from .model_spec import ModelSpec, infer_spec
 from .neurons import activations
 from .records import (
     Activations,
+    Attention,
     Attributions,
     Classification,
     Factorization,
@@ -48,6 +52,7 @@ from .records import (
 )
 from .serialization import json_schema, load_record, load_records
 from .similarity import similarity
+from .tables import to_tables
 
 __version__ = library_version()
 
@@ -55,6 +60,7 @@ __all__ = [
     "DEFAULT_MODEL_ID",
     "LM",
     "Activations",
+    "Attention",
     "Attributions",
     "Classification",
     "ConvergenceWarning",
@@ -76,6 +82,7 @@ __all__ = [
     "UnsupportedModelError",
     "__version__",
     "activations",
+    "attention",
     "attribute",
     "classify",
     "factorize",
@@ -83,6 +90,7 @@ __all__ = [
     "infer_spec",
     "json_schema",
     "layer_predictions",
+    "lens_cache",
     "list_methods",
     "list_models",
     "list_record_kinds",
@@ -93,4 +101,5 @@ __all__ = [
     "rankings",
     "rankings_watch",
     "similarity",
+    "to_tables",
 ]

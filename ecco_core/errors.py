@@ -32,7 +32,7 @@ class RecordFormatError(EccoError, ValueError):
 
 
 class EccoWarning(UserWarning):
-    """Base class of every warning issued by ecco-core."""
+    """Base class of every warning issued by ecco-core (errors in the test suite)."""
 
 
 class ConvergenceWarning(EccoWarning):

@@ -42,9 +42,7 @@ def _load(item: ActivationsSource) -> Activations:
 
 def _matrix(record: Activations, rows: list[int]) -> np.ndarray:
     """[n_positions, n_selected_layers * n_neurons] float32, negatives clipped to 0."""
-    values = np.asarray(record.values[rows], dtype=np.float32)
-    if not np.isfinite(values).all():
-        raise InvalidArgumentError("activations contain NaN or infinite values")
+    values = np.asarray(record.values[rows], dtype=np.float32)  # finite: records check it
     n_layers, n_neurons, n_positions = values.shape
     return np.maximum(values.reshape(n_layers * n_neurons, n_positions).T, 0.0)
 
@@ -135,7 +133,10 @@ def factorize(
     n_components : number of factors (at most the number of positions).
     layers : block indices to factorize together (default: every captured layer).
     method : ``nmf`` (scikit-learn NMF, as Ecco) or ``minibatch`` (MiniBatchNMF, streaming).
-    init, random_state, max_iter : passed to scikit-learn (Ecco's defaults).
+    init, random_state : passed to scikit-learn (Ecco's defaults).
+    max_iter : for ``nmf``, passed to scikit-learn's ``NMF`` unchanged (Ecco's default 500).
+        For ``minibatch``, streaming has no iteration count of its own: the records are passed
+        ``max(1, max_iter // 100)`` times through ``MiniBatchNMF.partial_fit`` (5 by default).
     lm : the model the activations came from; when given (and it has an LM head), each factor
         lists the ``top_k`` tokens its direction promotes through the unembedding.
     """

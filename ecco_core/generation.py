@@ -7,7 +7,7 @@ no extra forward pass. :func:`predict_masked` is the entry point for masked lang
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any, cast, overload
 
 import numpy as np
 import torch
@@ -16,19 +16,10 @@ from .capture import analysis_mode
 from .checks import check_int, check_prompts
 from .errors import InvalidArgumentError
 from .head import top_k_softmax
+from .inputs import encode_text
 from .loading import LM, what_works
 from .records import Classification, Generation, MaskedPredictions
 from .tokens import display_tokens, token_table
-
-
-def encode_text(lm: LM, text: str) -> list[int]:
-    """Token ids of ``text`` (with the tokenizer's special tokens), within the model's limit."""
-    ids = list(lm.tokenizer(text, add_special_tokens=True)["input_ids"])
-    if lm.spec.max_positions is not None and len(ids) > lm.spec.max_positions:
-        raise InvalidArgumentError(
-            f"text of {len(ids)} tokens exceeds the model's limit of {lm.spec.max_positions}"
-        )
-    return ids
 
 
 def _pad_id(lm: LM) -> int:
@@ -110,9 +101,43 @@ def _check_sampling(
         check_int("seed", seed, 0)
 
 
+@overload
 def generate(
     lm: LM,
-    prompt: str | list[str],
+    prompt: str,
+    *,
+    max_new_tokens: int = ...,
+    min_new_tokens: int | None = ...,
+    do_sample: bool = ...,
+    temperature: float | None = ...,
+    top_k: int | None = ...,
+    top_p: float | None = ...,
+    num_beams: int = ...,
+    seed: int | None = ...,
+    top_predictions: int = ...,
+) -> Generation: ...
+
+
+@overload
+def generate(
+    lm: LM,
+    prompt: list[str] | tuple[str, ...],
+    *,
+    max_new_tokens: int = ...,
+    min_new_tokens: int | None = ...,
+    do_sample: bool = ...,
+    temperature: float | None = ...,
+    top_k: int | None = ...,
+    top_p: float | None = ...,
+    num_beams: int = ...,
+    seed: int | None = ...,
+    top_predictions: int = ...,
+) -> tuple[Generation, ...]: ...
+
+
+def generate(
+    lm: LM,
+    prompt: str | list[str] | tuple[str, ...],
     *,
     max_new_tokens: int = 8,
     min_new_tokens: int | None = None,

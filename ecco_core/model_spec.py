@@ -14,7 +14,7 @@ There is no per-model table. :func:`infer_spec` looks at the loaded module tree:
   input is what ecco-core calls the neuron activations;
 - head input: the stack whose output feeds the LM head (the base model, or the decoder). The LM
   head itself is applied by running the model's own forward with that output replaced (see
-  :func:`ecco_core.lens.head_logits`), so tied weights, T5's ``d_model**-0.5`` rescale, BART's
+  :func:`ecco_core.forward.head_logits`), so tied weights, T5's ``d_model**-0.5`` rescale, BART's
   ``final_logits_bias`` or MLM transforms are all applied exactly as the model does.
 
 Any part can be given explicitly by module path, e.g.
@@ -221,6 +221,47 @@ def _check_paths(model: nn.Module, name: str, value: Any) -> None:
             ) from exc
 
 
+_PATH_FIELDS = ("embedding", "final_norm", "head_input", "encoder_final_norm")
+_PATHS_FIELDS = ("blocks", "ffn_out", "encoder_blocks", "encoder_ffn_out")
+
+
+def _checked_overrides(model: nn.Module, overrides: dict[str, Any]) -> dict[str, Any]:
+    """``overrides`` with path lists as tuples, after checking names and module paths."""
+    valid = {f.name for f in attrs.fields(ModelSpec)}
+    unknown = set(overrides) - valid
+    if unknown:
+        raise InvalidArgumentError(
+            f"unknown spec fields {sorted(unknown)}; valid: {', '.join(sorted(valid))}"
+        )
+    checked = {k: tuple(v) if k in _PATHS_FIELDS else v for k, v in overrides.items()}
+    for key, value in checked.items():
+        if key in _PATH_FIELDS or key in _PATHS_FIELDS:
+            _check_paths(model, key, value)
+    return checked
+
+
+def _infer_kind(model: nn.Module) -> str:
+    hf = cast(Any, model)
+    output = hf.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+        return "encoder-decoder"
+    if output is None:
+        classifier = type(model).__name__.endswith("ForSequenceClassification")
+        return "classifier" if classifier else "encoder"
+    can_generate = getattr(hf, "can_generate", lambda: False)
+    return "causal" if can_generate() else "masked"
+
+
+def _infer_embedding(model: nn.Module, paths: dict[int, str]) -> str:
+    hf = cast(Any, model)
+    embedding = hf.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    if embedding is None or id(embedding) not in paths:
+        raise UnsupportedModelError(
+            "could not find the input embedding; pass embedding='path.to.embedding'"
+        )
+    return paths[id(embedding)]
+
+
 def infer_spec(model: nn.Module, **overrides: Any) -> ModelSpec:
     """Infer the :class:`ModelSpec` of a Hugging Face model.
 
@@ -234,24 +275,7 @@ def infer_spec(model: nn.Module, **overrides: Any) -> ModelSpec:
     UnsupportedModelError
         naming the part that could not be found and the override that supplies it.
     """
-    valid = {f.name for f in attrs.fields(ModelSpec)}
-    unknown = set(overrides) - valid
-    if unknown:
-        raise InvalidArgumentError(
-            f"unknown spec fields {sorted(unknown)}; valid: {', '.join(sorted(valid))}"
-        )
-    for key in ("blocks", "ffn_out", "encoder_blocks", "encoder_ffn_out"):
-        if key in overrides:
-            overrides[key] = tuple(overrides[key])
-    for key, value in overrides.items():
-        if key in ("embedding", "final_norm", "head_input", "encoder_final_norm") or key in (
-            "blocks",
-            "ffn_out",
-            "encoder_blocks",
-            "encoder_ffn_out",
-        ):
-            _check_paths(model, key, value)
-
+    overrides = _checked_overrides(model, overrides)
     paths = _paths(model)
     config = getattr(model, "config", None)
     hf = cast(Any, model)  # a transformers model: get_*_embeddings, get_encoder, ...
@@ -259,29 +283,10 @@ def infer_spec(model: nn.Module, **overrides: Any) -> ModelSpec:
     def part(name: str, infer: Any) -> Any:
         return overrides[name] if name in overrides else infer()
 
-    def infer_kind() -> str:
-        output = hf.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-        if getattr(config, "is_encoder_decoder", False):
-            return "encoder-decoder"
-        if output is None:
-            classifier = type(model).__name__.endswith("ForSequenceClassification")
-            return "classifier" if classifier else "encoder"
-        can_generate = getattr(hf, "can_generate", lambda: False)
-        return "causal" if can_generate() else "masked"
-
-    kind = part("kind", infer_kind)
+    kind = part("kind", lambda: _infer_kind(model))
     if kind not in KINDS:
         raise InvalidArgumentError(f"kind must be one of {KINDS}, got {kind!r}")
-
-    def infer_embedding() -> str:
-        embedding = hf.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-        if embedding is None or id(embedding) not in paths:
-            raise UnsupportedModelError(
-                "could not find the input embedding; pass embedding='path.to.embedding'"
-            )
-        return paths[id(embedding)]
-
-    embedding = part("embedding", infer_embedding)
+    embedding = part("embedding", lambda: _infer_embedding(model, paths))
     hidden_size = part("hidden_size", lambda: int(hf.get_submodule(embedding).weight.shape[1]))
 
     if kind == "encoder-decoder":

@@ -7,23 +7,21 @@ A block's neuron activations are the input of its FFN output projection (``spec.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any, cast, overload
 
 import numpy as np
 import torch
 
-from .capture import capture_inputs, model_device
+from .capture import capture_inputs
 from .checks import check_choice
 from .dtypes import dtype_name, resolve_dtype
 from .errors import InvalidArgumentError, InvalidTypeError
-from .generation import encode_text
-from .lens import run_forward
-from .loading import LM, check_record_ids
+from .forward import run_body
+from .inputs import STACKS, model_inputs
+from .loading import LM
 from .model_spec import modules
 from .records import Activations, Generation, MaskedPredictions
 from .tokens import display_tokens
-
-STACKS = ("decoder", "encoder")
 
 
 def main_stack(kind: str) -> str:
@@ -47,6 +45,8 @@ def stack_ffn_out(lm: LM, stack: str) -> tuple[str, ...]:
 
 
 Source = str | Generation | MaskedPredictions
+# Several sources (``list`` is invariant, so lists of one kind are named too).
+Sources = list[str] | list[Generation] | list[MaskedPredictions] | list[Source] | tuple[Source, ...]
 
 
 def select_layers(requested: Sequence[int] | int | None, n_layers: int) -> list[int]:
@@ -69,45 +69,17 @@ def select_layers(requested: Sequence[int] | int | None, n_layers: int) -> list[
     return sorted(chosen)
 
 
-def _inputs(lm: LM, source: Source, stack: str) -> tuple[dict[str, torch.Tensor], list[int], int]:
-    """Model inputs, the token ids of the captured stack, and how many of them are input."""
-    device = model_device(lm.model)
-    if isinstance(source, str):
-        if not source.strip():
-            raise InvalidArgumentError("text is empty")
-        ids = encode_text(lm, source)
-        if lm.spec.kind == "encoder-decoder" and stack == "decoder":
-            raise InvalidArgumentError(
-                "decoder activations need a decoder sequence: pass a Generation, or stack='encoder'"
-            )
-        return {"input_ids": torch.tensor([ids], device=device)}, ids, len(ids)
-    if not isinstance(source, (Generation, MaskedPredictions)):
-        raise InvalidTypeError(
-            f"expected a text, a Generation or MaskedPredictions, got {type(source).__name__}"
-        )
-    all_ids = source.token_ids.tolist()
-    check_record_ids(lm, all_ids)
-    n_input = source.n_input_tokens if isinstance(source, Generation) else len(all_ids)
-    n_enc = source.n_encoder_tokens if isinstance(source, Generation) else 0
-    if not n_enc:
-        return {"input_ids": torch.tensor([all_ids], device=device)}, all_ids, n_input
-    encoder_ids, decoder_ids = all_ids[:n_enc], all_ids[n_enc:]
-    if stack == "encoder":
-        return {"input_ids": torch.tensor([encoder_ids], device=device)}, encoder_ids, n_enc
-    inputs = {
-        "input_ids": torch.tensor([encoder_ids], device=device),
-        "decoder_input_ids": torch.tensor([decoder_ids], device=device),
-    }
-    return inputs, decoder_ids, n_input - n_enc
-
-
 def _one(lm: LM, source: Source, layers: Any, dtype: str, stack: str) -> Activations:
     spec = lm.spec
     paths = stack_ffn_out(lm, stack)
     chosen = select_layers(layers, len(paths))
-    inputs, ids, n_input = _inputs(lm, source, stack)
+    if not isinstance(source, (str, Generation, MaskedPredictions)):
+        raise InvalidTypeError(
+            f"expected a text, a Generation or MaskedPredictions, got {type(source).__name__}"
+        )
+    inputs, ids, n_input = model_inputs(lm, source).stack(stack)
     with capture_inputs(modules(lm.model, [paths[i] for i in chosen])) as captured:
-        run_forward(lm, inputs)
+        run_body(lm, inputs)
     values = np.stack(
         # [positions, neurons] -> [neurons, positions]; some models (OPT) flatten batch and
         # positions before the FFN, so reshape rather than index the batch.
@@ -122,7 +94,7 @@ def _one(lm: LM, source: Source, layers: Any, dtype: str, stack: str) -> Activat
     labels = spec.layer_labels(
         "encoder" if spec.kind == "encoder-decoder" and stack == "encoder" else "decoder"
     )
-    _, shown = display_tokens(lm.tokenizer, ids)
+    _, shown = display_tokens(lm.tokenizer, ids.tolist())
     return Activations(
         values=values,
         layers=np.array(chosen, dtype=np.int64),
@@ -135,9 +107,31 @@ def _one(lm: LM, source: Source, layers: Any, dtype: str, stack: str) -> Activat
     )
 
 
+@overload
 def activations(
     lm: LM,
-    gen_or_text: Source | Sequence[Source],
+    gen_or_text: Source,
+    *,
+    layers: Sequence[int] | int | None = ...,
+    dtype: str | torch.dtype | None = ...,
+    stack: str | None = ...,
+) -> Activations: ...
+
+
+@overload
+def activations(
+    lm: LM,
+    gen_or_text: Sources,
+    *,
+    layers: Sequence[int] | int | None = ...,
+    dtype: str | torch.dtype | None = ...,
+    stack: str | None = ...,
+) -> tuple[Activations, ...]: ...
+
+
+def activations(
+    lm: LM,
+    gen_or_text: Source | Sources,
     *,
     layers: Sequence[int] | int | None = None,
     dtype: str | torch.dtype | None = None,

@@ -178,24 +178,10 @@ class Record:
         return hash(_content_key(self))
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
-        """Rich display for notebooks through the renderers registered by front ends.
+        """Rich display for notebooks by the active renderer (see :mod:`ecco_core.display`)."""
+        from .display import mimebundle
 
-        Front ends register a function ``record -> {mime type: data}`` under the entry-point
-        group ``ecco_core.display``; without one, notebooks show the plain repr.
-        """
-        for renderer in display_renderers():
-            try:
-                return dict(renderer(self))
-            except Exception as exc:  # a broken front end must not break the notebook
-                return {"text/plain": f"{self!r}\n(display failed: {exc})"}
-        return {"text/plain": repr(self)}
-
-
-def display_renderers() -> list[Callable[[Record], Mapping[str, str]]]:
-    """Display functions registered under the ``ecco_core.display`` entry-point group."""
-    from importlib.metadata import entry_points
-
-    return [entry.load() for entry in sorted(entry_points(group="ecco_core.display"), key=str)]
+        return mimebundle(self, include, exclude)
 
 
 def _content_key(value: Any) -> Any:
@@ -727,4 +713,87 @@ class Attributions(Record):
         _require(
             bool(((self.target_positions >= -1) & (self.target_positions < n_tokens)).all()),
             "target_positions must index tokens (or be -1)",
+        )
+
+
+ATTENTION_STACKS = ("encoder", "decoder", "cross")
+
+
+@register
+@attrs.frozen(kw_only=True)
+class Attention(Record):
+    """Attention weights of chosen layers and heads over one sequence.
+
+    ``weights[l, h, i, j]`` is how much query ``i`` attends to key ``j`` in head ``heads[h]`` of
+    block ``layers[l]``: the softmax of scaled query-key products plus mask and position bias,
+    as the model's eager attention computes it. Each row sums to 1; masked keys are 0.
+
+    Attributes
+    ----------
+    weights : float [n_layers, n_heads, n_query, n_key] (float32, or float16 when asked).
+    layers : int64 [n_layers] block index of each row, increasing.
+    heads : int64 [n_heads] head index of each column, increasing.
+    n_model_heads : heads per layer in the model (``heads`` selects among them).
+    layer_labels : [n_layers] display labels ("layer 3", "encoder 0", "decoder 1").
+    stack : ``encoder`` (self-attention of an encoder), ``decoder`` (self-attention of a
+        decoder, causal) or ``cross`` (decoder queries over encoder keys).
+    token_ids : int64 [n_tokens] the whole sequence (encoder-decoder: encoder, then decoder).
+    tokens : display strings [n_tokens] of ``token_ids``.
+    n_input_tokens : tokens that were input rather than generated (as in :class:`Generation`).
+    query_start, key_start : index in ``tokens`` of the first query and of the first key.
+    query_tokens : [n_query] ``tokens[query_start:query_start + n_query]``.
+    key_tokens : [n_key] ``tokens[key_start:key_start + n_key]``.
+    """
+
+    KIND: ClassVar[str] = "Attention"
+    VERSION: ClassVar[int] = 1
+
+    weights: np.ndarray = array_field("float", 4)
+    layers: np.ndarray = array_field("int64", 1)
+    heads: np.ndarray = array_field("int64", 1)
+    n_model_heads: int = int_field()
+    layer_labels: Sequence[str] = tokens_field()
+    stack: str = str_field()
+    token_ids: np.ndarray = array_field("int64", 1)
+    tokens: Sequence[str] = tokens_field()
+    n_input_tokens: int = int_field()
+    query_start: int = int_field()
+    key_start: int = int_field()
+    query_tokens: Sequence[str] = tokens_field()
+    key_tokens: Sequence[str] = tokens_field()
+    provenance: Provenance = provenance_field()
+
+    def __attrs_post_init__(self) -> None:
+        n_layers, n_heads, n_query, n_key = self.weights.shape
+        _require(self.stack in ATTENTION_STACKS, f"stack must be one of {ATTENTION_STACKS}")
+        _require(
+            self.layers.shape == (n_layers,) and len(self.layer_labels) == n_layers,
+            f"layers and layer_labels must have {n_layers} entries",
+        )
+        _require(bool((np.diff(self.layers) > 0).all()), "layers must be increasing")
+        _require(self.heads.shape == (n_heads,), f"heads must have {n_heads} entries")
+        _require(bool((np.diff(self.heads) > 0).all()), "heads must be increasing")
+        _require(
+            bool(((self.heads >= 0) & (self.heads < self.n_model_heads)).all()),
+            f"heads must lie in [0, n_model_heads={self.n_model_heads})",
+        )
+        n = self.token_ids.shape[0]
+        _require(len(self.tokens) == n, f"tokens must have {n} entries (one per token id)")
+        _require(0 <= self.n_input_tokens <= n, "n_input_tokens out of range")
+        for name, start, count, shown in (
+            ("query", self.query_start, n_query, self.query_tokens),
+            ("key", self.key_start, n_key, self.key_tokens),
+        ):
+            _require(
+                start >= 0
+                and start + count <= n
+                and tuple(shown) == tuple(self.tokens[start : start + count]),
+                f"{name}_tokens must be tokens[{name}_start:{name}_start + {count}]",
+            )
+        weights = self.weights.astype(np.float64)
+        tolerance = 1e-2 if self.weights.dtype == np.float16 else 1e-4
+        _require(bool((weights >= 0).all()), "attention weights must be non-negative")
+        _require(
+            bool(np.allclose(weights.sum(axis=-1), 1.0, atol=tolerance * max(1, n_key) ** 0.5)),
+            "each row of attention weights must sum to 1",
         )

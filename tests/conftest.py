@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -23,6 +24,7 @@ import transformers
 
 import ecco_core as ec
 from ecco_core.loading import smollm2_wheel_gguf
+from ecco_core.records import Record
 from ecco_core.testing import save_tiny_model
 
 transformers.utils.logging.set_verbosity_error()
@@ -76,15 +78,13 @@ def minilm() -> ec.LM:
 
 
 @pytest.fixture(scope="session")
-def view_records(tiny_lm: Callable[[str], ec.LM]) -> dict[str, ec.Record]:
+def view_records(tiny_lm: Callable[[str], ec.LM]) -> dict[str, Record]:
     """One record of every kind that has a view, from tiny models."""
-    from ecco_core.records import Record
 
     gpt2, bert, clf = tiny_lm("gpt2"), tiny_lm("bert"), tiny_lm("bert_classifier")
     gen = ec.generate(
         gpt2, "The Eiffel Tower is in the city of", max_new_tokens=4, min_new_tokens=4
     )
-    assert isinstance(gen, ec.Generation)
     records: dict[str, Record] = {
         "Generation": gen,
         "MaskedPredictions": ec.predict_masked(bert, "paris is the [MASK] of france."),
@@ -112,13 +112,13 @@ def xss_generation() -> ec.Generation:
 
     tokens = ["Hello", XSS[0], " and", XSS[1], " bye"]
     return ec.Generation(
-        token_ids=[1, 2, 3, 4, 5],
+        token_ids=np.array([1, 2, 3, 4, 5]),
         tokens=tokens,
         raw_tokens=tokens,
         n_input_tokens=2,
         n_encoder_tokens=0,
-        top_ids=[[3, 4], [4, 3], [5, 1]],
-        top_probs=[[0.6, 0.4], [0.7, 0.3], [0.9, 0.1]],
+        top_ids=np.array([[3, 4], [4, 3], [5, 1]]),
+        top_probs=np.array([[0.6, 0.4], [0.7, 0.3], [0.9, 0.1]]),
         top_tokens=[[" and", XSS[1]], [XSS[1], XSS[0]], [" bye", "<b>bold</b>"]],
         prompt="Hello" + XSS[0],
         text=" and" + XSS[1] + " bye",

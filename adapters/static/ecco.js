@@ -371,6 +371,7 @@ const VIEWS = {
   Attributions: attributionView,
   Factorization: factorView,
   Activations: activationsView,
+  Attention: attentionView,
 };
 
 // Renders a record into `el` (replacing what it held, e.g. the static copy). Returns
@@ -424,3 +425,157 @@ export default {
     };
   },
 };
+
+// Attention: a head view (query tokens on the left, key tokens on the right, one line per head
+// and pair with opacity = weight; layer selector, head toggles, hover a token to isolate its
+// lines) and a grid of per-head heatmaps for one layer (click a head to open it in the head view).
+function attentionView(el, d, opts) {
+  const weights = arr(d.weights);
+  const [nLayers, nHeads, nQ, nK] = weights.shape;
+  const heads = d.heads.data;
+  const colour = (h) => PALETTE[heads[h] % PALETTE.length];
+  let layer = nLayers - 1;
+  let mode = opts.mode === "grid" ? "grid" : "lines";
+  let pinned = null;
+  const active = new Set(Array.from({ length: nHeads }, (_, h) => h));
+  const meanRow = (i) => Array.from({ length: nK }, (_, j) => {
+    let sum = 0;
+    for (const h of active) sum += weights.get(layer, h, i, j);
+    return active.size ? sum / active.size : 0;
+  });
+
+  const layerSelect = h("select", { class: "ecco-layer", "aria-label": "layer" },
+    ...d.layer_labels.map((label, l) => h("option", { value: l }, label)));
+  layerSelect.value = String(layer);
+  layerSelect.addEventListener("change", () => { layer = Number(layerSelect.value); draw(); });
+  const modes = h("span", { class: "ecco-buttons" });
+  for (const [m, label] of [["lines", "head view"], ["grid", "all heads"]]) {
+    const b = h("button", { type: "button", "data-mode": m }, label);
+    b.addEventListener("click", () => { mode = m; draw(); });
+    modes.append(b);
+  }
+  const chips = h("span", { class: "ecco-buttons ecco-heads" });
+  for (let hd = 0; hd < nHeads; hd++) {
+    const b = h("button", { type: "button", "data-head": heads[hd] },
+      h("span", { class: "ecco-swatch", style: `background: ${colour(hd)}` }), ` ${heads[hd]}`);
+    b.addEventListener("click", () => { if (active.has(hd)) active.delete(hd); else active.add(hd); draw(); });
+    b.addEventListener("dblclick", () => { active.clear(); active.add(hd); draw(); });
+    chips.append(b);
+  }
+  const body = h("div", { class: "ecco-attention-body" });
+  const note = h("div", { class: "ecco-note ecco-attention-note" });
+
+  function describe(i) {
+    const row = meanRow(i).map((v, j) => [j, v]).sort((a, b) => b[1] - a[1]).slice(0, 5);
+    const which = active.size === nHeads ? "all heads" : `heads ${[...active].map((hd) => heads[hd]).join(", ")}`;
+    return `${JSON.stringify(show(d.query_tokens[i]))} attends to (mean of ${which}): ` +
+      row.map(([j, v]) => `${JSON.stringify(show(d.key_tokens[j]))} ${percent(v)}`).join(", ");
+  }
+
+  function isolate(side, index) {
+    for (const line of body.querySelectorAll("line")) {
+      const keep = index === null || Number(line.dataset[side]) === index;
+      line.style.display = keep ? "" : "none";
+    }
+    for (const t of body.querySelectorAll("text.ecco-att-token")) {
+      t.classList.toggle("ecco-att-focus", index !== null && t.dataset.side === side && Number(t.dataset.index) === index);
+    }
+    if (index === null) note.textContent = "Hover a token to see only its lines; click to pin it.";
+    else if (side === "q") { note.textContent = describe(index); opts.onSelect(d.query_start + index); }
+    else note.textContent = `${JSON.stringify(show(d.key_tokens[index]))}: lines from the queries that attend to it`;
+  }
+
+  function headView() {
+    const rowH = 20;
+    const most = 40;  // longer tokens are cut, with the whole token as the label's tooltip
+    const longest = Math.max(...d.query_tokens.map((t) => show(t).length), ...d.key_tokens.map((t) => show(t).length));
+    const labelW = Math.ceil(16 + 7.5 * Math.min(most + 1, longest));
+    const gap = 160;
+    const width = 2 * labelW + gap;
+    const height = rowH * Math.max(nQ, nK) + 8;
+    const svg = s("svg", { width, height, viewBox: `0 0 ${width} ${height}`, class: "ecco-att-lines" });
+    const y = (i) => 4 + rowH * (i + 0.5);
+    for (const hd of active) {
+      for (let i = 0; i < nQ; i++) {
+        for (let j = 0; j < nK; j++) {
+          const v = weights.get(layer, hd, i, j);
+          if (v <= 0) continue;
+          const line = s("line", { x1: labelW + 4, y1: y(i), x2: labelW + gap - 4, y2: y(j),
+            stroke: colour(hd), "stroke-width": 2, "stroke-opacity": v.toFixed(4) });
+          line.dataset.q = String(i); line.dataset.k = String(j);
+          line.dataset.head = String(heads[hd]); line.dataset.weight = String(v);
+          svg.append(line);
+        }
+      }
+    }
+    const label = (text, x, yy, anchor, side, index) => {
+      const t = s("text", { x, y: yy, "text-anchor": anchor, "dominant-baseline": "middle", class: "ecco-att-token" });
+      const shown = show(text);
+      t.textContent = shown.length > most ? `${shown.slice(0, most)}…` : shown;
+      if (shown.length > most) t.append(Object.assign(s("title"), { textContent: shown }));
+      t.dataset.side = side; t.dataset.index = String(index);
+      t.addEventListener("mouseenter", () => { if (pinned === null) isolate(side, index); });
+      t.addEventListener("mouseleave", () => { if (pinned === null) isolate(side, null); });
+      t.addEventListener("click", () => {
+        pinned = pinned && pinned.side === side && pinned.index === index ? null : { side, index };
+        isolate(side, pinned ? index : null);
+      });
+      svg.append(t);
+    };
+    d.query_tokens.forEach((t, i) => label(t, labelW - 4, y(i), "end", "q", i));
+    d.key_tokens.forEach((t, j) => label(t, labelW + gap + 4, y(j), "start", "k", j));
+    return svg;
+  }
+
+  function gridView() {
+    const cell = Math.max(3, Math.min(14, Math.floor(180 / Math.max(nQ, nK))));
+    const grid = h("div", { class: "ecco-att-grid" });
+    for (let hd = 0; hd < nHeads; hd++) {
+      const svg = s("svg", { width: cell * nK, height: cell * nQ, viewBox: `0 0 ${cell * nK} ${cell * nQ}` });
+      svg.append(s("rect", { width: cell * nK, height: cell * nQ, style: "fill: var(--ecco-panel)" }));
+      for (let i = 0; i < nQ; i++) {
+        for (let j = 0; j < nK; j++) {
+          const v = weights.get(layer, hd, i, j);
+          if (v <= 0) continue;
+          const r = s("rect", { x: j * cell, y: i * cell, width: cell, height: cell,
+            style: `fill: rgba(var(--ecco-pos), ${v.toFixed(4)})` });
+          r.dataset.q = String(i); r.dataset.k = String(j); r.dataset.weight = String(v);
+          r.addEventListener("mouseenter", () => {
+            note.textContent = `head ${heads[hd]}: ${JSON.stringify(show(d.query_tokens[i]))} → ${JSON.stringify(show(d.key_tokens[j]))} ${fixed(v)}`;
+            opts.onSelect(d.query_start + i);
+          });
+          svg.append(r);
+        }
+      }
+      const tile = h("div", { class: "ecco-att-tile", "data-head": heads[hd], title: "click to open this head in the head view" },
+        h("div", { class: "ecco-note" }, h("span", { class: "ecco-swatch", style: `background: ${colour(hd)}` }), ` head ${heads[hd]}`), svg);
+      tile.addEventListener("click", () => { active.clear(); active.add(hd); mode = "lines"; draw(); });
+      grid.append(tile);
+    }
+    return grid;
+  }
+
+  function draw() {
+    pinned = null;
+    for (const b of modes.querySelectorAll("button")) b.classList.toggle("ecco-active", b.dataset.mode === mode);
+    chips.querySelectorAll("button").forEach((b, hd) => b.classList.toggle("ecco-active", active.has(hd)));
+    chips.hidden = mode !== "lines";
+    body.replaceChildren(mode === "lines" ? headView() : gridView());
+    note.textContent = mode === "lines"
+      ? "Hover a token to see only its lines; click to pin it."
+      : `Rows: queries, columns: keys (${nQ} × ${nK}). Hover a cell for its weight; click a head to open it.`;
+  }
+
+  const what = { encoder: "encoder self-attention", decoder: "decoder self-attention", cross: "cross-attention (decoder → encoder)" }[d.stack] || d.stack;
+  el.append(h("h3", {}, `Attention: ${what}`),
+    h("div", { class: "ecco-attention-controls" }, layerSelect, " ", modes, " ", chips),
+    h("div", { class: "ecco-note" }, "Queries on the left, keys on the right; a line's opacity is its attention weight, one colour per head (click a head to toggle it, double-click to show it alone)."),
+    legend("0", "weight 1", POSITIVE_RAMP), note, body);
+  draw();
+  return {
+    select(position) {
+      const i = position - d.query_start;
+      if (mode === "lines" && i >= 0 && i < nQ) isolate("q", i);
+    },
+  };
+}

@@ -19,6 +19,7 @@ import numpy as np
 
 from ecco_core.records import (
     Activations,
+    Attention,
     Attributions,
     Classification,
     Factorization,
@@ -275,6 +276,64 @@ def _activations(rec: Activations) -> dict[str, Any]:
     )
 
 
+def _attention(rec: Attention) -> dict[str, Any]:
+    """Per-head heatmaps (query rows x key columns) of one layer, a select input for the layer."""
+    labels = list(rec.layer_labels)
+    queries = [_label(rec.query_start + i, t) for i, t in enumerate(rec.query_tokens)]
+    keys = [_label(rec.key_start + j, t) for j, t in enumerate(rec.key_tokens)]
+    weights = rec.weights
+    rows = [
+        {
+            "layer": labels[li],
+            "head": f"head {int(head)}",
+            "query": queries[i],
+            "key": keys[j],
+            "weight": round(float(weights[li, hi, i, j]), 6),
+        }
+        for li in range(weights.shape[0])
+        for hi, head in enumerate(rec.heads)
+        for i in range(weights.shape[2])
+        for j in range(weights.shape[3])
+        if weights[li, hi, i, j] > 0
+    ]
+    size = max(80, min(240, 12 * max(len(queries), len(keys))))
+    return _base(
+        f"Attention weights ({rec.stack}), one heatmap per head",
+        rows,
+        params=[
+            {
+                "name": "layer",
+                "value": labels[-1],
+                "bind": {"input": "select", "options": labels, "name": "layer "},
+            }
+        ],
+        transform=[{"filter": "datum.layer === layer"}],
+        facet={"field": "head", "type": "ordinal", "sort": None, "title": None},
+        columns=4,
+        spec={
+            "width": size,
+            "height": size,
+            "mark": {"type": "rect"},
+            "encoding": {
+                "x": {"field": "key", "type": "ordinal", "sort": keys, "title": "key"},
+                "y": {"field": "query", "type": "ordinal", "sort": queries, "title": "query"},
+                "color": {
+                    "field": "weight",
+                    "type": "quantitative",
+                    "scale": {"scheme": "blues", "domain": [0, 1]},
+                },
+                "tooltip": [
+                    {"field": "layer"},
+                    {"field": "head"},
+                    {"field": "query"},
+                    {"field": "key"},
+                    {"field": "weight", "format": ".3f"},
+                ],
+            },
+        },
+    )
+
+
 SPECS: dict[type, Callable[[Any], dict[str, Any]]] = {
     Generation: _generation,
     MaskedPredictions: _masked,
@@ -285,6 +344,7 @@ SPECS: dict[type, Callable[[Any], dict[str, Any]]] = {
     Factorization: _factorization,
     Classification: _classification,
     Activations: _activations,
+    Attention: _attention,
 }
 
 

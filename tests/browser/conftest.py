@@ -54,7 +54,12 @@ def open_html(browser: Any, tmp_path: Path) -> Iterator[Any]:
         page.on("request", lambda r: result.requests.append(r.url))
         page.on("console", lambda m: result.errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: result.errors.append(str(e)))
-        page.on("dialog", lambda d: (result.dialogs.append(d.message), d.dismiss()))
+
+        def dismiss(dialog: Any) -> None:
+            result.dialogs.append(dialog.message)
+            dialog.dismiss()
+
+        page.on("dialog", dismiss)
         page.goto(path.as_uri())
         page.wait_for_selector(".ecco")
         pages.append(context)

@@ -135,7 +135,7 @@ def _untrusted_notebook(records: dict[str, Any], path: Path) -> list[str]:
 
 def test_untrusted_notebook_in_jupyterlab_shows_every_view(
     view_records, browser, jupyterlab
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     url, folder = jupyterlab
     kinds = _untrusted_notebook(view_records, folder / "shared.ipynb")
     context = browser.new_context(viewport={"width": 1280, "height": 900})

@@ -78,7 +78,7 @@ def _cells(page: Any, row_selector: str = "tr") -> list[list[str]]:
     )
 
 
-def _expected(kind: str, rec: Any) -> list[list[str]]:
+def _expected(kind: str, rec: Any) -> list[list[Any]]:
     """The table the static view of ``rec`` must show, computed from its arrays."""
     if kind in ("Generation", "MaskedPredictions"):
         positions = (
@@ -168,14 +168,14 @@ KINDS = [
 @pytest.mark.parametrize("kind", [*KINDS, "Unconverged"])
 def test_every_view_shows_tokens_and_values_without_javascript(
     view_records, open_static, kind: str
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     rec = view_records["Attributions"] if kind == "Unconverged" else view_records[kind]
     if kind == "Unconverged":
         rec = _unconverged(rec)
     page = open_static(eh.render(rec), kind)
     assert page.locator("[data-ecco-static]").count() == 1
     assert page.locator(".ecco").count() == 0  # nothing interactive was built
-    rows = _cells(page)
+    rows: list[list[Any]] = _cells(page)
     expected = _expected(kind, rec)
     if kind == "Factorization":
         rows = [[None, *r[1:]] if i else r for i, r in enumerate(rows)]
@@ -193,7 +193,7 @@ def test_every_view_shows_tokens_and_values_without_javascript(
     page.screenshot(path=str(ARTIFACTS / f"static_{kind}.png"), full_page=True)
 
 
-def test_static_view_is_readable_without_any_styles(view_records, open_static) -> None:  # type: ignore[no-untyped-def]
+def test_static_view_is_readable_without_any_styles(view_records, open_static) -> None:
     """Stripped of every style (as some sanitizers do), the numbers are still in the text."""
     rec = view_records["Rankings"]
     unstyled = (
@@ -205,14 +205,14 @@ def test_static_view_is_readable_without_any_styles(view_records, open_static) -
     assert all(label in text for label in rec.layer_labels)
 
 
-def test_notebook_output_carries_the_static_view(view_records, open_static) -> None:  # type: ignore[no-untyped-def]
+def test_notebook_output_carries_the_static_view(view_records, open_static) -> None:
     gen = view_records["Generation"]
     bundle = notebook.mimebundle(gen)
     page = open_static(f"<!DOCTYPE html><html><body>{bundle['text/html']}</body></html>", "nb")
     assert _cells(page) == _expected("Generation", gen)
 
 
-def test_multi_text_factors_show_text_boundaries_without_javascript(tiny_lm, open_static) -> None:  # type: ignore[no-untyped-def]
+def test_multi_text_factors_show_text_boundaries_without_javascript(tiny_lm, open_static) -> None:
     lm = tiny_lm("gpt2")
     acts = ec.activations(lm, ["the tower is tall", "paris is in france", "hello"])
     fac = ec.factorize(acts, n_components=2, lm=lm)

@@ -17,6 +17,7 @@ import pytest
 
 import ecco_core as ec
 from ecco_adapters import vega
+from ecco_core.records import Record
 from ecco_core.testing import fixed_provenance
 
 DATA = Path(__file__).with_name("data")
@@ -24,17 +25,17 @@ PROV = fixed_provenance("golden", "golden", norm="final")
 TOKENS = ["The", " tower", " is", " in", " Paris", "."]
 
 
-def _records() -> dict[str, ec.Record]:
+def _records() -> dict[str, Record]:
     grid = np.array([[900, 40, 7], [12, 2, 1]])
     return {
         "generation": ec.Generation(
-            token_ids=[1, 2, 3, 4, 5, 6],
+            token_ids=np.array([1, 2, 3, 4, 5, 6]),
             tokens=TOKENS,
             raw_tokens=TOKENS,
             n_input_tokens=4,
             n_encoder_tokens=0,
-            top_ids=[[5, 9], [6, 2]],
-            top_probs=[[0.66, 0.04], [0.5, 0.25]],
+            top_ids=np.array([[5, 9], [6, 2]]),
+            top_probs=np.array([[0.66, 0.04], [0.5, 0.25]]),
             top_tokens=[[" Paris", " Rome"], [".", ","]],
             prompt="The tower is in",
             text=" Paris.",
@@ -43,8 +44,8 @@ def _records() -> dict[str, ec.Record]:
         ),
         "rankings": ec.Rankings(
             ranks=grid,
-            positions=[3, 4, 5],
-            token_ids=[4, 5, 6],
+            positions=np.array([3, 4, 5]),
+            token_ids=np.array([4, 5, 6]),
             tokens=TOKENS[3:],
             sequence_tokens=TOKENS,
             layer_labels=["layer 0", "layer 1"],
@@ -52,17 +53,17 @@ def _records() -> dict[str, ec.Record]:
             provenance=PROV,
         ),
         "attributions": ec.Attributions(
-            scores=[[0.5, 0.25, 0.125, 0.125, 0, 0], [0.4, 0.2, 0.1, 0.1, 0.2, 0]],
+            scores=np.array([[0.5, 0.25, 0.125, 0.125, 0, 0], [0.4, 0.2, 0.1, 0.1, 0.2, 0]]),
             values=np.zeros((0, 0, 0)),
-            token_ids=[1, 2, 3, 4, 5, 6],
+            token_ids=np.array([1, 2, 3, 4, 5, 6]),
             tokens=TOKENS,
             n_input_tokens=4,
             n_encoder_tokens=0,
-            target_positions=[4, 5],
-            target_ids=[5, 6],
+            target_positions=np.array([4, 5]),
+            target_ids=np.array([5, 6]),
             foil_id=-1,
-            target_values=[0.66, 0.5],
-            convergence_delta=[0.01, -0.02],
+            target_values=np.array([0.66, 0.5]),
+            convergence_delta=np.array([0.01, -0.02]),
             method="integrated_gradients",
             target="probability",
             aggregation="l2",

@@ -12,18 +12,20 @@ from ecco_core import attribution
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+    # These compare devices and precisions on tiny random models, not convergence.
+    pytest.mark.filterwarnings("ignore::ecco_core.errors.ConvergenceWarning"),
 ]
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "t5", "bert"])
-def test_cuda_matches_cpu(tiny_path, family: str) -> None:  # type: ignore[no-untyped-def]
+def test_cuda_matches_cpu(tiny_path, family: str) -> None:
     cpu = ec.load(tiny_path(family))
     gpu = ec.load(tiny_path(family), device="cuda")
     assert gpu.device.type == "cuda"
     if family == "bert":
         text = f"paris is the {cpu.tokenizer.mask_token} of france."
-        a, b = ec.predict_masked(cpu, text), ec.predict_masked(gpu, text)
-        np.testing.assert_allclose(a.top_probs, b.top_probs, rtol=1e-3, atol=1e-5)
+        ma, mb = ec.predict_masked(cpu, text), ec.predict_masked(gpu, text)
+        np.testing.assert_allclose(ma.top_probs, mb.top_probs, rtol=1e-3, atol=1e-5)
         return
     a = ec.generate(cpu, "The Eiffel Tower is in", max_new_tokens=4, min_new_tokens=4)
     b = ec.generate(gpu, "The Eiffel Tower is in", max_new_tokens=4, min_new_tokens=4)
@@ -41,7 +43,7 @@ def test_cuda_matches_cpu(tiny_path, family: str) -> None:  # type: ignore[no-un
     np.testing.assert_allclose(acts_cpu.values, acts_gpu.values, rtol=1e-3, atol=1e-4)
 
 
-def test_batched_products_match_one_step_products_on_cuda(tiny_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_batched_products_match_one_step_products_on_cuda(tiny_path, monkeypatch) -> None:
     lm = ec.load(tiny_path("llama"), device="cuda")
     gen = ec.generate(lm, "The Eiffel Tower is in", max_new_tokens=6, min_new_tokens=6)
     batched = ec.attribute(lm, gen, progress=False)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -13,8 +13,10 @@ from captum._utils.models.linear_model import SkLearnLinearRegression
 from torch import nn
 
 import ecco_core as ec
-from ecco_core import attribution
-from ecco_core.attribution import _make_task, _prefix_groups, _shap_baselines
+from ecco_core.attribution import native
+from ecco_core.attribution.captum_methods import shap_baselines
+from ecco_core.attribution.native import prefix_groups
+from ecco_core.attribution.targets import make_task
 from ecco_core.testing import ENCODER_DECODER_FAMILIES, FAMILIES, MASKED_FAMILIES
 
 PROMPT = "The Eiffel Tower is in"
@@ -56,7 +58,8 @@ def _prefix_embeds(lm: ec.LM, record: Any, step: int) -> torch.Tensor:
     else:
         ids = record.token_ids
     with torch.no_grad():
-        return lm.model.get_input_embeddings()(torch.tensor(np.array(ids))[None]).detach()
+        embedding = cast(Any, lm.model).get_input_embeddings()
+        return embedding(torch.tensor(np.array(ids))[None]).detach()
 
 
 def _captum_direct(method: str, module: Prefix, x: torch.Tensor, task: Any) -> torch.Tensor:
@@ -75,14 +78,14 @@ def _captum_direct(method: str, module: Prefix, x: torch.Tensor, task: Any) -> t
     if method == "deep_lift":
         return ca.DeepLift(module).attribute(x, baselines=zeros)
     if method == "deep_lift_shap":
-        return ca.DeepLiftShap(module).attribute(x, baselines=_shap_baselines(task, zeros, 4, 0))
+        return ca.DeepLiftShap(module).attribute(x, baselines=shap_baselines(task, zeros, 4, 0))
     if method == "guided_backprop":
         return ca.GuidedBackprop(module).attribute(x)
     if method == "deconvolution":
         return ca.Deconvolution(module).attribute(x)
     if method == "gradient_shap":
         return ca.GradientShap(module).attribute(
-            x, baselines=_shap_baselines(task, zeros, 4, 0), n_samples=4
+            x, baselines=shap_baselines(task, zeros, 4, 0), n_samples=4
         )
     if method in ("feature_ablation", "occlusion"):
         return ca.FeatureAblation(module).attribute(
@@ -105,11 +108,11 @@ def _expected_scores(raw: torch.Tensor, token_level: bool) -> np.ndarray:
 
 @pytest.mark.parametrize("method", ec.list_methods())
 @pytest.mark.parametrize("family", FAMILIES)
-def test_method_matches_captum_on_each_prefix(tiny_lm, family: str, method: str) -> None:  # type: ignore[no-untyped-def]
+def test_method_matches_captum_on_each_prefix(tiny_lm, family: str, method: str) -> None:
     lm = tiny_lm(family)
     record = _record(lm, family)
     result = ec.attribute(lm, record, method, n_samples=4, progress=False)
-    task = _make_task(lm, record, "probability", None, None)
+    task = make_task(lm, record, "probability", None, None)
     n_targets = len(result.target_ids)
     assert result.scores.shape == (n_targets, len(record.token_ids))
     for step in range(n_targets):
@@ -131,10 +134,17 @@ def test_method_matches_captum_on_each_prefix(tiny_lm, family: str, method: str)
     assert ec.load_record(result.to_json()) == result
 
 
-def test_integrated_gradients_delta_targets_and_aggregations(tiny_lm) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.filterwarnings("ignore::ecco_core.errors.ConvergenceWarning")
+def test_integrated_gradients_delta_targets_and_aggregations(tiny_lm) -> None:
     lm = tiny_lm("llama")
     gen = ec.generate(lm, PROMPT, max_new_tokens=3, min_new_tokens=3)
-    full = ec.attribute(lm, gen, "ig", aggregation="none", target="logit", progress=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        full = ec.attribute(lm, gen, "ig", aggregation="none", target="logit", progress=False)
+    # One warning exactly when some step's completeness delta is over 5% of its value.
+    flagged = np.abs(full.convergence_delta) > 0.05 * np.abs(full.target_values)
+    expected = [ec.ConvergenceWarning] if flagged.any() else []
+    assert [w.category for w in caught if issubclass(w.category, ec.EccoWarning)] == expected
     step0 = _prefix_embeds(lm, gen, 0)
     x = step0.clone()
 
@@ -158,7 +168,7 @@ def test_integrated_gradients_delta_targets_and_aggregations(tiny_lm) -> None:  
     assert (signed.scores < 0).any() and signed.values.shape == (0, 0, 0)
 
 
-def test_contrastive_log_probability_and_baselines(tiny_lm) -> None:  # type: ignore[no-untyped-def]
+def test_contrastive_log_probability_and_baselines(tiny_lm) -> None:
     lm = tiny_lm("gpt2")
     gen = ec.generate(lm, PROMPT, max_new_tokens=2, min_new_tokens=2)
     foil = 7
@@ -192,7 +202,8 @@ def test_contrastive_log_probability_and_baselines(tiny_lm) -> None:  # type: ig
     np.testing.assert_allclose(batched.scores, zero.scores, rtol=1e-4, atol=1e-7)
 
 
-def test_bf16_reports_its_deviation(tiny_lm) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.filterwarnings("ignore::ecco_core.errors.ConvergenceWarning")  # few steps, tiny models
+def test_bf16_reports_its_deviation(tiny_lm) -> None:
     lm = tiny_lm("llama")
     gen = ec.generate(lm, PROMPT, max_new_tokens=2, min_new_tokens=2)
     res = ec.attribute(lm, gen, "ig", precision="bf16", n_steps=8, progress=False)
@@ -203,7 +214,7 @@ def test_bf16_reports_its_deviation(tiny_lm) -> None:  # type: ignore[no-untyped
     )
 
 
-def test_bad_attribution_input(tiny_lm) -> None:  # type: ignore[no-untyped-def]
+def test_bad_attribution_input(tiny_lm) -> None:
     lm = tiny_lm("gpt2")
     gen = ec.generate(lm, PROMPT, max_new_tokens=2, min_new_tokens=2)
     with pytest.raises(
@@ -224,8 +235,11 @@ def test_bad_attribution_input(tiny_lm) -> None:  # type: ignore[no-untyped-def]
         ec.attribute(lm, gen, precision="tf32")
     with pytest.raises(ec.InvalidArgumentError, match="target="):
         ec.attribute(lm, gen, target="odds")
-    big = ec.load_record(
-        gen.to_json().replace(f'"data": [{gen.token_ids[0]},', '"data": [999999,', 1)
+    big = cast(
+        ec.Generation,
+        ec.load_record(
+            gen.to_json().replace(f'"data": [{gen.token_ids[0]},', '"data": [999999,', 1)
+        ),
     )
     with pytest.raises(ec.InvalidArgumentError, match="another model"):
         ec.attribute(lm, big)
@@ -234,7 +248,7 @@ def test_bad_attribution_input(tiny_lm) -> None:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("family", ["bert_classifier", "gpt2_classifier"])
-def test_sequence_classification_attribution(tiny_lm, family: str) -> None:  # type: ignore[no-untyped-def]
+def test_sequence_classification_attribution(tiny_lm, family: str) -> None:
     lm = tiny_lm(family)
     assert lm.spec.kind == "classifier"
     rec = ec.classify(lm, "the tower is in paris, and she liked it.")
@@ -274,12 +288,13 @@ def test_sequence_classification_attribution(tiny_lm, family: str) -> None:  # t
     assert acts.stack == "encoder" and acts.values.shape[0] == 2
 
 
+@pytest.mark.filterwarnings("ignore::ecco_core.errors.ConvergenceWarning")  # few steps, tiny models
 @pytest.mark.parametrize("family", GENERATING)
-def test_long_generation_in_prefix_groups_matches_captum(tiny_lm, family: str) -> None:  # type: ignore[no-untyped-def]
+def test_long_generation_in_prefix_groups_matches_captum(tiny_lm, family: str) -> None:
     lm = tiny_lm(family)
     gen = ec.generate(lm, "The", max_new_tokens=10, min_new_tokens=10)
-    task = _make_task(lm, gen, "probability", None, None)
-    assert len(_prefix_groups(task.visible)) >= 2
+    task = make_task(lm, gen, "probability", None, None)
+    assert len(prefix_groups(task.visible)) >= 2
     result = ec.attribute(lm, gen, "ig", progress=False)
     for step in range(gen.n_generated):
         x = _prefix_embeds(lm, gen, step)
@@ -295,14 +310,31 @@ def test_long_generation_in_prefix_groups_matches_captum(tiny_lm, family: str) -
     np.testing.assert_allclose(small.convergence_delta, result.convergence_delta, atol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore::ecco_core.errors.ConvergenceWarning")  # few steps, tiny models
 @pytest.mark.parametrize("family", ["llama", "t5", "bert"])
-def test_steps_split_across_products_give_the_same_attributions(  # type: ignore[no-untyped-def]
+def test_steps_split_across_products_give_the_same_attributions(
     tiny_lm, family: str, monkeypatch
 ) -> None:
     lm = tiny_lm(family)
     record = _record(lm, family)
     whole = ec.attribute(lm, record, "ig", n_steps=6, progress=False)
-    monkeypatch.setattr(attribution, "VJP_ROWS", 1)
+    monkeypatch.setattr(native, "VJP_ROWS", 1)
     split = ec.attribute(lm, record, "ig", n_steps=6, progress=False)
     np.testing.assert_allclose(split.scores, whole.scores, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(split.convergence_delta, whole.convergence_delta, atol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore::ecco_core.errors.ConvergenceWarning")
+def test_precision_takes_every_dtype_spelling(tiny_lm) -> None:
+    lm = tiny_lm("gpt2")
+    gen = ec.generate(lm, PROMPT, max_new_tokens=1, min_new_tokens=1)
+    runs = [
+        ec.attribute(lm, gen, "grad_x_input", precision=p, progress=False)
+        for p in ("bf16", "bfloat16", torch.bfloat16)
+    ]
+    assert {r.precision for r in runs} == {"bf16"}
+    np.testing.assert_array_equal(runs[0].scores, runs[2].scores)
+    fp32 = ec.attribute(lm, gen, "grad_x_input", precision=torch.float32, progress=False)
+    assert fp32.precision == "fp32" and fp32.precision_deviation == 0.0
+    with pytest.raises(ec.InvalidArgumentError, match="precision='fp16'"):
+        ec.attribute(lm, gen, "grad_x_input", precision="fp16", progress=False)

@@ -13,13 +13,13 @@ import ecco_core as ec
 from ecco_adapters.cli import main
 
 
-def _run(args: list[str], capsys) -> tuple[int, str, str]:  # type: ignore[no-untyped-def]
+def _run(args: list[str], capsys) -> tuple[int, str, str]:
     code = main(args)
     out = capsys.readouterr()
     return code, out.out, out.err
 
 
-def test_report_writes_html_json_and_summary(tiny_path, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_report_writes_html_json_and_summary(tiny_path, tmp_path, capsys) -> None:
     out, records = tmp_path / "r.html", tmp_path / "r.json"
     code, stdout, _ = _run(
         [
@@ -85,7 +85,7 @@ def test_report_writes_html_json_and_summary(tiny_path, tmp_path, capsys) -> Non
 )
 def test_user_mistakes_are_one_line_exit_2(
     args: list[str], message: str, tmp_path, capsys, monkeypatch
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     monkeypatch.chdir(tmp_path)
     code, _, stderr = _run(args, capsys)
     assert code == 2
@@ -93,7 +93,7 @@ def test_user_mistakes_are_one_line_exit_2(
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
-def test_failure_while_computing_is_exit_1(tiny_path, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_failure_while_computing_is_exit_1(tiny_path, tmp_path, capsys) -> None:
     code, _, stderr = _run(
         [
             "report",
@@ -130,7 +130,7 @@ def _subprocess(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         ["explain"],
     ],
 )
-def test_help_version_and_usage_errors_import_nothing_heavy(args: list[str], tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_help_version_and_usage_errors_import_nothing_heavy(args: list[str], tmp_path) -> None:
     """They answer before torch, transformers or ecco_core is imported (seconds saved)."""
     code = (
         "import sys\n"
@@ -145,7 +145,7 @@ def test_help_version_and_usage_errors_import_nothing_heavy(args: list[str], tmp
     assert result == f"RESULT {expected_code} []", out.stderr
 
 
-def test_help_shows_defaults_and_version(capsys) -> None:  # type: ignore[no-untyped-def]
+def test_help_shows_defaults_and_version(capsys) -> None:
     with pytest.raises(SystemExit) as info:
         main(["report", "--help"])
     assert info.value.code == 0
@@ -168,7 +168,7 @@ def test_help_shows_defaults_and_version(capsys) -> None:  # type: ignore[no-unt
     assert capsys.readouterr().out.strip() == f"ecco-core {ec.__version__}"
 
 
-def test_quiet_silences_every_progress_bar(tiny_path, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_quiet_silences_every_progress_bar(tiny_path, tmp_path) -> None:
     argv = [
         "report",
         "--model",
@@ -192,7 +192,7 @@ def test_quiet_silences_every_progress_bar(tiny_path, tmp_path) -> None:  # type
     assert "report:" in quiet.stdout
 
 
-def test_report_options_reach_the_records(tiny_path, tmp_path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_report_options_reach_the_records(tiny_path, tmp_path, capsys, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     old = os.umask(0o022)
     try:
@@ -267,7 +267,7 @@ def test_report_options_reach_the_records(tiny_path, tmp_path, capsys, monkeypat
 )
 def test_report_mistakes_found_before_or_at_the_model_are_exit_2(
     extra: list[str], message: str, tiny_path, tmp_path, capsys, monkeypatch
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     monkeypatch.chdir(tmp_path)
     argv = [
         "report",

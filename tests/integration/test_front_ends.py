@@ -28,7 +28,7 @@ class _Tags(HTMLParser):
 
 def test_html_is_self_contained_deterministic_and_escaped(
     view_records, xss_generation, tmp_path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     records = [*view_records.values(), xss_generation]
     page = eh.render(records, title="<t>")
     assert page == eh.render(records, title="<t>")
@@ -46,13 +46,13 @@ def test_html_is_self_contained_deterministic_and_escaped(
     assert path.read_text() == page and [p.name for p in tmp_path.iterdir()] == ["views.html"]
 
 
-def test_views_leave_out_only_unread_large_fields(view_records) -> None:  # type: ignore[no-untyped-def]
+def test_views_leave_out_only_unread_large_fields(view_records) -> None:
     envelope = eh.view_envelope(view_records["Factorization"])
     assert "neuron_factors" not in envelope["data"] and "token_factors" in envelope["data"]
     assert eh.view_envelope(view_records["Rankings"]) == view_records["Rankings"].to_dict()
 
 
-def test_notebook_display_comes_through_entry_point(view_records) -> None:  # type: ignore[no-untyped-def]
+def test_notebook_display_comes_through_entry_point(view_records) -> None:
     rec = view_records["Rankings"]
     bundle = rec._repr_mimebundle_()
     assert bundle["text/plain"] == summary(rec)
@@ -67,7 +67,7 @@ def test_notebook_display_comes_through_entry_point(view_records) -> None:  # ty
     assert out.stdout.strip() == "False"
 
 
-def test_widget_traits(view_records) -> None:  # type: ignore[no-untyped-def]
+def test_widget_traits(view_records) -> None:
     w = notebook.widget(view_records["Attributions"], mode="detailed")
     assert w.selected == -1 and w.mode == "detailed"
     assert json.loads(w.record_json)["kind"] == "Attributions"
@@ -75,7 +75,7 @@ def test_widget_traits(view_records) -> None:  # type: ignore[no-untyped-def]
     assert set(w.keys) >= {"record_json", "mode", "selected"}
 
 
-def test_widget_class_is_defined_once_and_reads_as_text(view_records) -> None:  # type: ignore[no-untyped-def]
+def test_widget_class_is_defined_once_and_reads_as_text(view_records) -> None:
     first = notebook.widget(view_records["Attributions"])
     second = notebook.widget(view_records["Rankings"])
     # anywidget derives a class per instance; both derive from the one module-level class.
@@ -101,7 +101,7 @@ def test_widget_class_is_defined_once_and_reads_as_text(view_records) -> None:  
         "Activations",
     ],
 )
-def test_vega_specs_valid_deterministic_and_exportable(view_records, kind: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_vega_specs_valid_deterministic_and_exportable(view_records, kind: str, tmp_path) -> None:
     rec = view_records[kind]
     spec = vega.spec(rec)
     assert spec["$schema"] == alt.SCHEMA_URL
@@ -117,7 +117,7 @@ def test_vega_specs_valid_deterministic_and_exportable(view_records, kind: str, 
     assert svg.lstrip().startswith("<svg")
 
 
-def test_vega_values_and_offline_exports(view_records, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_vega_values_and_offline_exports(view_records, tmp_path) -> None:
     ranks = view_records["Rankings"]
     rows = vega.spec(ranks)["layer"][0] and vega.spec(ranks)["data"]["values"]
     assert [r["rank"] for r in rows] == ranks.ranks.reshape(-1).tolist()
@@ -140,7 +140,7 @@ def test_vega_values_and_offline_exports(view_records, tmp_path) -> None:  # typ
     assert isinstance(ec.load_record(ranks.to_json()), ec.Rankings)
 
 
-def test_text_form_says_what_each_record_is(view_records) -> None:  # type: ignore[no-untyped-def]
+def test_text_form_says_what_each_record_is(view_records) -> None:
     """The plain-text form names the kind and model and carries the headline numbers."""
     for name, rec in view_records.items():
         text = summary(rec)

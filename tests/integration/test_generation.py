@@ -26,7 +26,7 @@ def _teacher_forced_probs(lm: ec.LM, gen: ec.Generation) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("family", GENERATING)
-def test_greedy_matches_model_generate_and_top_k_matches_forward(tiny_lm, family: str) -> None:  # type: ignore[no-untyped-def]
+def test_greedy_matches_model_generate_and_top_k_matches_forward(tiny_lm, family: str) -> None:
     lm = tiny_lm(family)
     gen = ec.generate(lm, PROMPT, max_new_tokens=5, min_new_tokens=5, top_predictions=4)
     enc = lm.tokenizer(PROMPT, return_tensors="pt")
@@ -52,7 +52,7 @@ def test_greedy_matches_model_generate_and_top_k_matches_forward(tiny_lm, family
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama", "t5"])
-def test_batch_equals_single_prompts(tiny_lm, family: str) -> None:  # type: ignore[no-untyped-def]
+def test_batch_equals_single_prompts(tiny_lm, family: str) -> None:
     lm = tiny_lm(family)
     prompts = ["Hello there", PROMPT]
     batch = ec.generate(lm, prompts, max_new_tokens=4, min_new_tokens=4)
@@ -64,7 +64,7 @@ def test_batch_equals_single_prompts(tiny_lm, family: str) -> None:  # type: ign
 
 
 @pytest.mark.parametrize("family", ["llama", "bart"])
-def test_beam_search_matches_model_generate(tiny_lm, family: str) -> None:  # type: ignore[no-untyped-def]
+def test_beam_search_matches_model_generate(tiny_lm, family: str) -> None:
     lm = tiny_lm(family)
     gen = ec.generate(lm, PROMPT, max_new_tokens=4, min_new_tokens=4, num_beams=3)
     enc = lm.tokenizer(PROMPT, return_tensors="pt")
@@ -85,7 +85,7 @@ def test_beam_search_matches_model_generate(tiny_lm, family: str) -> None:  # ty
     )
 
 
-def test_sampling_is_reproducible_and_keeps_global_rng(tiny_lm) -> None:  # type: ignore[no-untyped-def]
+def test_sampling_is_reproducible_and_keeps_global_rng(tiny_lm) -> None:
     lm = tiny_lm("gpt2")
     torch.manual_seed(123)
     state = torch.random.get_rng_state()
@@ -98,7 +98,7 @@ def test_sampling_is_reproducible_and_keeps_global_rng(tiny_lm) -> None:  # type
 
 
 @pytest.mark.parametrize("family", MASKED_FAMILIES)
-def test_predict_masked_matches_forward(tiny_lm, family: str) -> None:  # type: ignore[no-untyped-def]
+def test_predict_masked_matches_forward(tiny_lm, family: str) -> None:
     lm = tiny_lm(family)
     mask = lm.tokenizer.mask_token
     rec = ec.predict_masked(lm, f"She said {mask} would come back, and {mask} were happy.", top_k=3)
@@ -111,7 +111,7 @@ def test_predict_masked_matches_forward(tiny_lm, family: str) -> None:  # type: 
     assert ec.load_record(rec.to_json()) == rec
 
 
-def test_display_tokens_join_to_text(tiny_lm) -> None:  # type: ignore[no-untyped-def]
+def test_display_tokens_join_to_text(tiny_lm) -> None:
     for family, expected in [("llama", PROMPT), ("t5", " " + PROMPT)]:
         lm = tiny_lm(family)
         gen = ec.generate(lm, PROMPT, max_new_tokens=1)
@@ -126,7 +126,7 @@ def test_display_tokens_join_to_text(tiny_lm) -> None:  # type: ignore[no-untype
     assert words == " paris is a ." and "##" not in words
 
 
-def test_bad_generation_input(tiny_lm) -> None:  # type: ignore[no-untyped-def]
+def test_bad_generation_input(tiny_lm) -> None:
     lm = tiny_lm("gpt2")
     with pytest.raises(ec.InvalidArgumentError, match="prompt is empty"):
         ec.generate(lm, "   ")
@@ -135,7 +135,7 @@ def test_bad_generation_input(tiny_lm) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ec.InvalidArgumentError, match="exceeds the model's context of 128"):
         ec.generate(lm, "word " * 200)
     with pytest.raises(ec.InvalidTypeError, match="string or a list"):
-        ec.generate(lm, 42)  # type: ignore[arg-type]
+        ec.generate(lm, 42)  # type: ignore[call-overload]
     with pytest.raises(ec.InvalidArgumentError, match="top_p"):
         ec.generate(lm, PROMPT, do_sample=True, top_p=2.0)
     with pytest.raises(ec.InvalidArgumentError, match="predict_masked"):
@@ -146,7 +146,7 @@ def test_bad_generation_input(tiny_lm) -> None:  # type: ignore[no-untyped-def]
         ec.predict_masked(lm, "x [MASK]")
 
 
-def test_bf16_model_gives_float32_records(tiny_path) -> None:  # type: ignore[no-untyped-def]
+def test_bf16_model_gives_float32_records(tiny_path) -> None:
     lm = ec.load(tiny_path("llama"), dtype=torch.bfloat16)
     assert next(lm.model.parameters()).dtype == torch.bfloat16
     gen = ec.generate(lm, PROMPT, max_new_tokens=3, min_new_tokens=3)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import pytest
 import torch
@@ -14,9 +16,7 @@ PROMPT = "The Eiffel Tower is in the city of"
 
 
 def _generation(lm: ec.LM) -> ec.Generation:
-    gen = ec.generate(lm, PROMPT, max_new_tokens=4, min_new_tokens=4)
-    assert isinstance(gen, ec.Generation)
-    return gen
+    return ec.generate(lm, PROMPT, max_new_tokens=4, min_new_tokens=4)
 
 
 def _reference_lens(family: str, lm: ec.LM, gen: ec.Generation, norm: str) -> torch.Tensor:
@@ -33,7 +33,7 @@ def _reference_lens(family: str, lm: ec.LM, gen: ec.Generation, norm: str) -> to
 
 @pytest.mark.parametrize("norm", ["final", "none"])
 @pytest.mark.parametrize("family", GENERATING)
-def test_rankings_and_predictions_match_hidden_states(tiny_lm, family: str, norm: str) -> None:  # type: ignore[no-untyped-def]
+def test_rankings_and_predictions_match_hidden_states(tiny_lm, family: str, norm: str) -> None:
     lm = tiny_lm(family)
     gen = _generation(lm)
     ref = _reference_lens(family, lm, gen, norm)
@@ -68,7 +68,7 @@ def test_rankings_and_predictions_match_hidden_states(tiny_lm, family: str, norm
     np.testing.assert_array_equal(watch.ranks[:, 2], ranks.ranks[:, 0])
 
 
-def test_one_position_gives_one_record_and_prompt_positions_work(tiny_lm) -> None:  # type: ignore[no-untyped-def]
+def test_one_position_gives_one_record_and_prompt_positions_work(tiny_lm) -> None:
     lm = tiny_lm("gpt2")
     gen = _generation(lm)
     rec = ec.layer_predictions(lm, gen, 1)
@@ -77,7 +77,7 @@ def test_one_position_gives_one_record_and_prompt_positions_work(tiny_lm) -> Non
 
 
 @pytest.mark.parametrize("family", MASKED_FAMILIES)
-def test_masked_layer_predictions(tiny_lm, family: str) -> None:  # type: ignore[no-untyped-def]
+def test_masked_layer_predictions(tiny_lm, family: str) -> None:
     lm = tiny_lm(family)
     masked = ec.predict_masked(lm, f"The Eiffel {lm.tokenizer.mask_token} is in Paris.")
     p = int(masked.positions[0])
@@ -88,7 +88,7 @@ def test_masked_layer_predictions(tiny_lm, family: str) -> None:  # type: ignore
     np.testing.assert_allclose(rec.probs[-1], masked.top_probs[0, :3], rtol=1e-4, atol=1e-6)
 
 
-def test_bad_lens_input(tiny_lm) -> None:  # type: ignore[no-untyped-def]
+def test_bad_lens_input(tiny_lm) -> None:
     lm = tiny_lm("gpt2")
     gen = _generation(lm)
     with pytest.raises(ec.InvalidArgumentError, match=r"norm='both'.*'final', 'none'"):
@@ -104,37 +104,85 @@ def test_bad_lens_input(tiny_lm) -> None:  # type: ignore[no-untyped-def]
     other = tiny_lm("t5")
     with pytest.raises(ec.InvalidArgumentError, match=r"another model|causal model"):
         ec.rankings(other, gen)
-    big = ec.load_record(
-        gen.to_json().replace(f'"data": [{gen.token_ids[0]},', '"data": [999999,', 1)
+    big = cast(
+        ec.Generation,
+        ec.load_record(
+            gen.to_json().replace(f'"data": [{gen.token_ids[0]},', '"data": [999999,', 1)
+        ),
     )
     with pytest.raises(ec.InvalidArgumentError, match="another model"):
         ec.rankings(lm, big)
 
 
-def test_cache_follows_weight_changes_and_sequences(tiny_lm) -> None:  # type: ignore[no-untyped-def]
-    from ecco_core.lens import clear_cache
-
+def test_cache_follows_weight_changes_and_sequences(tiny_lm) -> None:
     lm = tiny_lm("llama")
     gen = _generation(lm)
     other = ec.generate(lm, "Heathrow airport is", max_new_tokens=3, min_new_tokens=3)
-    first = ec.layer_predictions(lm, gen, gen.n_input_tokens)
-    assert (
-        ec.layer_predictions(lm, other, other.n_input_tokens).probs.tolist() != first.probs.tolist()
-    )
-    weight = lm.model.get_submodule(lm.spec.ffn_out[0]).weight
-    saved = weight.detach().clone()
+    with ec.lens_cache():
+        first = ec.layer_predictions(lm, gen, gen.n_input_tokens)
+        assert (
+            ec.layer_predictions(lm, other, other.n_input_tokens).probs.tolist()
+            != first.probs.tolist()
+        )
+        weight = lm.model.get_submodule(lm.spec.ffn_out[0]).weight
+        saved = weight.detach().clone()
+        try:
+            with torch.no_grad():
+                weight.mul_(3.0)
+            changed = ec.layer_predictions(lm, gen, gen.n_input_tokens)
+            with ec.lens_cache():  # a nested scope shares the outer store
+                again = ec.layer_predictions(lm, gen, gen.n_input_tokens)
+        finally:
+            with torch.no_grad():
+                weight.copy_(saved)
+        back = ec.layer_predictions(lm, gen, gen.n_input_tokens)
+    with torch.no_grad():
+        weight.mul_(3.0)
     try:
-        with torch.no_grad():
-            weight.mul_(3.0)
-        changed = ec.layer_predictions(lm, gen, gen.n_input_tokens)
-        clear_cache()
         fresh = ec.layer_predictions(lm, gen, gen.n_input_tokens)
-        np.testing.assert_array_equal(changed.probs, fresh.probs)
-        assert not np.array_equal(changed.probs, first.probs)
     finally:
         with torch.no_grad():
             weight.copy_(saved)
-    clear_cache()
+    np.testing.assert_array_equal(changed.probs, fresh.probs)
+    np.testing.assert_array_equal(again.probs, fresh.probs)
+    assert not np.array_equal(changed.probs, first.probs)
+    np.testing.assert_array_equal(back.probs, first.probs)
     np.testing.assert_array_equal(
         ec.layer_predictions(lm, gen, gen.n_input_tokens).probs, first.probs
     )
+
+
+def test_handles_with_different_specs_never_share_cached_work(tiny_lm) -> None:
+    # Two handles on one model: the second without a final norm (Ecco's raw projection of
+    # every layer). Before the cache was keyed on the spec, the second handle got the first
+    # one's probabilities inside a shared scope (off by 7e-4 on this model).
+    lm = tiny_lm("llama")
+    raw = ec.load(lm.model, lm.tokenizer, spec={"final_norm": None})
+    gen = _generation(lm)
+    p = gen.n_input_tokens
+    with ec.lens_cache():
+        normed = ec.layer_predictions(lm, gen, p, top_k=20)
+        unnormed = ec.layer_predictions(raw, gen, p, top_k=20)
+        unnormed_ranks = ec.rankings(raw, gen)
+    np.testing.assert_array_equal(unnormed.probs, ec.layer_predictions(raw, gen, p, top_k=20).probs)
+    np.testing.assert_array_equal(unnormed_ranks.ranks, ec.rankings(raw, gen).ranks)
+    # Intermediate layers as in Ecco's projection without the final norm; the last layer is
+    # projected unnormed too, unlike the model's own output.
+    ref = reference.lens("llama", lm.model, torch.tensor(gen.token_ids)[None], "none")
+    expected = torch.softmax(ref[:-1, p - 1], -1).topk(20).values
+    np.testing.assert_allclose(unnormed.probs[:-1], expected.numpy(), rtol=1e-4, atol=1e-6)
+    assert not np.allclose(unnormed.probs[-1], normed.probs[-1], rtol=1e-4, atol=1e-6)
+
+
+def test_nothing_is_kept_outside_a_cache_scope(tiny_lm) -> None:
+    from ecco_core import lens
+
+    lm = tiny_lm("gpt2")
+    gen = _generation(lm)
+    ec.layer_predictions(lm, gen, gen.n_input_tokens)
+    assert lens._SCOPE.get() is None
+    with ec.lens_cache():
+        ec.layer_predictions(lm, gen, gen.n_input_tokens)
+        store = lens._SCOPE.get()
+        assert store is not None and set(store) == {"states", "logits"}
+    assert lens._SCOPE.get() is None and store == {}

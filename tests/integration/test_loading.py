@@ -8,7 +8,7 @@ import torch
 import ecco_core as ec
 
 
-def test_load_folder_and_loaded_model(tiny_path, tiny_lm) -> None:  # type: ignore[no-untyped-def]
+def test_load_folder_and_loaded_model(tiny_path, tiny_lm) -> None:
     lm = ec.load(tiny_path("qwen2"))
     assert lm.spec.kind == "causal" and lm.name.endswith("qwen2")
     again = ec.load(lm.model, lm.tokenizer)
@@ -16,15 +16,15 @@ def test_load_folder_and_loaded_model(tiny_path, tiny_lm) -> None:  # type: igno
     with_path_tokenizer = ec.load(lm.model, str(tiny_path("qwen2")))
     assert with_path_tokenizer.tokenizer.vocab_size == lm.tokenizer.vocab_size
     with pytest.raises(AttributeError):
-        lm.model = None  # type: ignore[misc]
+        lm.model = None  # type: ignore[misc, assignment]
 
 
-def test_spec_overrides_through_load(tiny_path) -> None:  # type: ignore[no-untyped-def]
+def test_spec_overrides_through_load(tiny_path) -> None:
     lm = ec.load(tiny_path("gpt2"), spec={"final_norm": None})
     assert lm.spec.final_norm is None
 
 
-def test_bad_sources_fail_fast_and_clearly(tmp_path, tiny_lm) -> None:  # type: ignore[no-untyped-def]
+def test_bad_sources_fail_fast_and_clearly(tmp_path, tiny_lm) -> None:
     start = time.monotonic()
     with pytest.raises(ec.ModelLoadError, match="not a local folder"):
         ec.load("no-such-org/no-such-model-xyz")

@@ -5,14 +5,14 @@ import torch
 from torch import nn
 
 import ecco_core as ec
-from ecco_core.lens import head_logits
+from ecco_core.forward import head_logits
 from ecco_core.testing import CAUSAL_FAMILIES, ENCODER_DECODER_FAMILIES, FAMILIES, MASKED_FAMILIES
 
 from .reference import FINAL_NORM
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_spec_is_inferred(tiny_lm, family: str) -> None:  # type: ignore[no-untyped-def]
+def test_spec_is_inferred(tiny_lm, family: str) -> None:
     lm = tiny_lm(family)
     spec, model = lm.spec, lm.model
     expected_kind = (
@@ -38,7 +38,7 @@ def test_spec_is_inferred(tiny_lm, family: str) -> None:  # type: ignore[no-unty
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_head_logits_match_the_model(tiny_lm, family: str) -> None:  # type: ignore[no-untyped-def]
+def test_head_logits_match_the_model(tiny_lm, family: str) -> None:
     lm = tiny_lm(family)
     ids = torch.tensor([[5, 9, 14, 20, 33, 41]])
     extra = (
@@ -52,7 +52,7 @@ def test_head_logits_match_the_model(tiny_lm, family: str) -> None:  # type: ign
     torch.testing.assert_close(head_logits(lm, last), out.logits, rtol=1e-5, atol=1e-5)
 
 
-def test_override_and_unknown_field(tiny_lm) -> None:  # type: ignore[no-untyped-def]
+def test_override_and_unknown_field(tiny_lm) -> None:
     model = tiny_lm("llama").model
     spec = ec.infer_spec(model, final_norm=None)
     assert spec.final_norm is None and spec.blocks == ("model.layers.0", "model.layers.1")

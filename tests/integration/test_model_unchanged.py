@@ -13,7 +13,15 @@ def _state(model: torch.nn.Module) -> tuple:
         {k: v.clone() for k, v in model.state_dict().items()},
         [m.training for m in model.modules()],
         [p.requires_grad for p in model.parameters()],
-        [(len(m._forward_hooks), len(m._forward_pre_hooks)) for m in model.modules()],
+        [
+            (
+                len(m._forward_hooks),
+                len(m._forward_pre_hooks),
+                len(m._backward_hooks),
+                len(m._backward_pre_hooks),
+            )
+            for m in model.modules()
+        ],
     )
 
 
@@ -25,7 +33,7 @@ def _assert_same(before: tuple, after: tuple) -> None:
 
 
 @pytest.mark.parametrize("family", ["gpt2", "t5", "bert"])
-def test_calls_leave_model_unchanged(tiny_lm, family: str) -> None:  # type: ignore[no-untyped-def]
+def test_calls_leave_model_unchanged(tiny_lm, family: str) -> None:
     lm = tiny_lm(family)
     model = lm.model
     model.train()  # a user's model in training mode must stay in training mode
@@ -50,13 +58,13 @@ def test_calls_leave_model_unchanged(tiny_lm, family: str) -> None:  # type: ign
         model.requires_grad_(True)
 
 
-def test_hooks_removed_when_forward_raises(tiny_lm, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_hooks_removed_when_forward_raises(tiny_lm, monkeypatch) -> None:
     lm = tiny_lm("llama")
     gen = ec.generate(lm, "The Eiffel Tower", max_new_tokens=2, min_new_tokens=2)
     before = _state(lm.model)
     block = lm.model.get_submodule(lm.spec.blocks[1])
 
-    def boom(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def boom(*args, **kwargs):
         raise RuntimeError("boom")
 
     handle = block.register_forward_pre_hook(boom)
@@ -68,7 +76,7 @@ def test_hooks_removed_when_forward_raises(tiny_lm, monkeypatch) -> None:  # typ
     _assert_same(before, _state(lm.model))
 
 
-def test_attribution_error_leaves_model_unchanged(tiny_lm) -> None:  # type: ignore[no-untyped-def]
+def test_attribution_error_leaves_model_unchanged(tiny_lm) -> None:
     lm = tiny_lm("gpt2")
     gen = ec.generate(lm, "The Eiffel Tower", max_new_tokens=2, min_new_tokens=2)
     lm.model.get_submodule(lm.spec.blocks[0]).requires_grad_(False)

@@ -3,6 +3,8 @@ say what works for a model of each kind."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -23,17 +25,17 @@ def test_list_models_names_the_embedded_models() -> None:
 
 
 @pytest.mark.parametrize("spelling", ["bf16", "bfloat16", torch.bfloat16])
-def test_load_accepts_every_dtype_spelling(tiny_path, spelling: object) -> None:  # type: ignore[no-untyped-def]
+def test_load_accepts_every_dtype_spelling(tiny_path, spelling: object) -> None:
     lm = ec.load(tiny_path("gpt2"), dtype=spelling)  # type: ignore[arg-type]
     assert {p.dtype for p in lm.model.parameters()} == {torch.bfloat16}
 
 
-def test_load_refuses_an_unknown_dtype_before_loading(tiny_path) -> None:  # type: ignore[no-untyped-def]
+def test_load_refuses_an_unknown_dtype_before_loading(tiny_path) -> None:
     with pytest.raises(ec.InvalidArgumentError, match=r"dtype='bf8' .* 'bf16', 'bfloat16'"):
         ec.load(tiny_path("gpt2"), dtype="bf8")
 
 
-def test_encoder_only_errors_say_what_works(tiny_path) -> None:  # type: ignore[no-untyped-def]
+def test_encoder_only_errors_say_what_works(tiny_path) -> None:
     folder = tiny_path("bert")
     masked = ec.load(folder)
     encoder = ec.load(AutoModel.from_pretrained(folder), masked.tokenizer)
@@ -57,7 +59,7 @@ def test_encoder_only_errors_say_what_works(tiny_path) -> None:  # type: ignore[
         ec.generate(masked, "hello")
 
 
-def test_context_overflow_names_max_new_tokens(tiny_lm) -> None:  # type: ignore[no-untyped-def]
+def test_context_overflow_names_max_new_tokens(tiny_lm) -> None:
     lm = tiny_lm("gpt2")
     prompt = "the tower is tall"
     n_prompt = len(lm.tokenizer(prompt)["input_ids"])
@@ -73,9 +75,9 @@ def test_context_overflow_names_max_new_tokens(tiny_lm) -> None:  # type: ignore
     ("spelling", "stored"),
     [("fp16", "float16"), ("half", "float16"), (torch.float64, "float64"), ("float32", "float32")],
 )
-def test_activations_take_every_dtype_spelling(tiny_lm, spelling: object, stored: str) -> None:  # type: ignore[no-untyped-def]
+def test_activations_take_every_dtype_spelling(tiny_lm, spelling: Any, stored: str) -> None:
     lm = tiny_lm("gpt2")
-    acts = ec.activations(lm, "the tower is tall", dtype=spelling)  # type: ignore[arg-type]
+    acts = ec.activations(lm, "the tower is tall", dtype=spelling)
     reference = ec.activations(lm, "the tower is tall")
     assert isinstance(acts, ec.Activations) and isinstance(reference, ec.Activations)
     assert str(acts.values.dtype) == stored

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import pytest
 import torch
@@ -14,10 +16,9 @@ TEXT = "She said that he would come back, and they were happy; it was late, but 
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_activations_match_ffn_reference(tiny_lm, family: str) -> None:  # type: ignore[no-untyped-def]
+def test_activations_match_ffn_reference(tiny_lm, family: str) -> None:
     lm = tiny_lm(family)
     acts = ec.activations(lm, TEXT)
-    assert isinstance(acts, ec.Activations)
     n_positions = len(lm.tokenizer(TEXT)["input_ids"])
     assert acts.values.shape[0] == 2 and acts.values.shape[2] == n_positions
     assert acts.stack == (
@@ -47,7 +48,7 @@ def test_activations_match_ffn_reference(tiny_lm, family: str) -> None:  # type:
         np.testing.assert_allclose(acts.values[i], expected, rtol=1e-5, atol=1e-5)
 
 
-def test_layers_selection_generation_and_stacks(tiny_lm) -> None:  # type: ignore[no-untyped-def]
+def test_layers_selection_generation_and_stacks(tiny_lm) -> None:
     lm = tiny_lm("gpt2")
     gen = ec.generate(lm, "The Eiffel Tower", max_new_tokens=3, min_new_tokens=3)
     full = ec.activations(lm, gen)
@@ -69,7 +70,7 @@ def test_layers_selection_generation_and_stacks(tiny_lm) -> None:  # type: ignor
     assert dec.layer_labels == ("decoder 0", "decoder 1")
 
 
-def test_bad_activation_input(tiny_lm) -> None:  # type: ignore[no-untyped-def]
+def test_bad_activation_input(tiny_lm) -> None:
     lm = tiny_lm("llama")
     with pytest.raises(ec.InvalidArgumentError, match="layers is empty"):
         ec.activations(lm, TEXT, layers=[])
@@ -80,17 +81,19 @@ def test_bad_activation_input(tiny_lm) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ec.InvalidArgumentError, match="text is empty"):
         ec.activations(lm, "")
     gen = ec.generate(lm, "The Eiffel Tower", max_new_tokens=2, min_new_tokens=2)
-    foreign = ec.load_record(
-        gen.to_json().replace(f'"data": [{gen.token_ids[0]},', '"data": [999999,', 1)
+    foreign = cast(
+        ec.Generation,
+        ec.load_record(
+            gen.to_json().replace(f'"data": [{gen.token_ids[0]},', '"data": [999999,', 1)
+        ),
     )
     with pytest.raises(ec.InvalidArgumentError, match="another model"):
         ec.activations(lm, foreign)
 
 
-def test_factorize_equals_sklearn_on_clipped_activations(tiny_lm) -> None:  # type: ignore[no-untyped-def]
+def test_factorize_equals_sklearn_on_clipped_activations(tiny_lm) -> None:
     lm = tiny_lm("llama")
     acts = ec.activations(lm, TEXT)
-    assert isinstance(acts, ec.Activations)
     fac = ec.factorize(acts, n_components=4, lm=lm, top_k=5)
     matrix = np.maximum(acts.values.reshape(-1, acts.values.shape[2]).T, 0)  # [positions, neurons]
     model = NMF(4, init="random", random_state=0, max_iter=500)
@@ -112,7 +115,7 @@ def test_factorize_equals_sklearn_on_clipped_activations(tiny_lm) -> None:  # ty
     assert fac.promoted_ids[0].tolist() == torch.topk(scores, 5).indices.tolist()
 
 
-def test_factorize_many_texts_layers_and_minibatch(tiny_lm, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_factorize_many_texts_layers_and_minibatch(tiny_lm, tmp_path) -> None:
     lm = tiny_lm("gpt2")
     texts = [TEXT, "Numbers like 1, 2, 3 and 42 appear in text.", "The Eiffel Tower is in Paris."]
     acts = ec.activations(lm, texts)
@@ -131,10 +134,9 @@ def test_factorize_many_texts_layers_and_minibatch(tiny_lm, tmp_path) -> None:  
     assert streamed.reconstruction_error < total  # it explains part of the activations
 
 
-def test_bad_factorize_input(tiny_lm) -> None:  # type: ignore[no-untyped-def]
+def test_bad_factorize_input(tiny_lm) -> None:
     lm = tiny_lm("gpt2")
     acts = ec.activations(lm, "short text")
-    assert isinstance(acts, ec.Activations)
     n = acts.values.shape[2]
     with pytest.raises(ec.InvalidArgumentError, match=f"n_components={n + 1} is out of range"):
         ec.factorize(acts, n_components=n + 1)

@@ -39,12 +39,13 @@ GALLERY = {
     "05_detailed_attributions.ipynb": [],
     "06_neuron_factors.ipynb": ["Factorization"],
     "07_sentiment.ipynb": ["Attributions"],
+    "08_attention.ipynb": ["Attention", "Attributions"],
 }
 
 
 @pytest.mark.real
 @pytest.mark.parametrize("name", sorted(GALLERY))
-def test_gallery_notebook_runs_offline_on_real_models(name: str, tmp_path: Path, smollm2) -> None:  # type: ignore[no-untyped-def]
+def test_gallery_notebook_runs_offline_on_real_models(name: str, tmp_path: Path, smollm2) -> None:
     nb = _run(EXAMPLES / name, tmp_path)
     html = _html(nb)
     for kind in GALLERY[name]:

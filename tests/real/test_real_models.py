@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -15,7 +17,6 @@ EIFFEL = "The Eiffel Tower is in the city of"
 @pytest.fixture(scope="module")
 def eiffel(smollm2: ec.LM) -> ec.Generation:
     gen = ec.generate(smollm2, EIFFEL, max_new_tokens=8)
-    assert isinstance(gen, ec.Generation)
     return gen
 
 
@@ -35,13 +36,12 @@ def test_smollm2_says_paris(smollm2: ec.LM, eiffel: ec.Generation) -> None:
     assert eiffel.top_tokens[0][0] == " Paris"
     assert 0.5 < float(eiffel.top_probs[0, 0]) < 0.8
     preds = ec.layer_predictions(smollm2, eiffel, eiffel.n_input_tokens)
-    assert isinstance(preds, ec.LayerPredictions)
     assert preds.tokens[-1][0] == " Paris"
     np.testing.assert_allclose(preds.probs[-1], eiffel.top_probs[0], rtol=1e-4, atol=1e-6)
 
 
 def test_smollm2_lens_matches_hidden_states(smollm2: ec.LM, eiffel: ec.Generation) -> None:
-    model = smollm2.model
+    model: Any = smollm2.model
     with torch.no_grad():
         out = model(input_ids=torch.tensor(eiffel.token_ids)[None], output_hidden_states=True)
         p = eiffel.n_input_tokens
@@ -86,7 +86,7 @@ def _top_tokens(fac: ec.Factorization, component: int, n: int) -> list[str]:
 
 def test_minilm_factors_separate_commas_and_pronouns(minilm: ec.LM) -> None:
     acts = ec.activations(minilm, MIXED)
-    assert isinstance(acts, ec.Activations) and acts.values.shape[:2] == (6, 1536)
+    assert acts.values.shape[:2] == (6, 1536)
     fac = ec.factorize(acts, n_components=8)
     tops = [_top_tokens(fac, c, 6) for c in range(8)]
     assert any(all(t == " ," for t in top) for top in tops), tops
@@ -96,7 +96,6 @@ def test_minilm_factors_separate_commas_and_pronouns(minilm: ec.LM) -> None:
 
 def test_smollm2_factorization_of_generated_text(smollm2: ec.LM, eiffel: ec.Generation) -> None:
     acts = ec.activations(smollm2, eiffel)
-    assert isinstance(acts, ec.Activations)
     assert acts.values.shape == (30, 1536, eiffel.n_tokens)
     fac = ec.factorize(acts, n_components=10, lm=smollm2)
     assert fac.token_factors.shape == (10, eiffel.n_tokens)
@@ -124,3 +123,24 @@ def test_embedded_models_load_by_short_name_and_records_name_their_real_id(
     with pytest.raises(ec.InvalidArgumentError, match=r"these work: ec\.activations"):
         ec.generate(by_name, "Paris is")
     assert ec.load("SmolLM2").name == smollm2.name
+
+
+def test_unconverged_contrastive_ig_on_smollm2_warns_and_is_marked(smollm2: ec.LM) -> None:
+    """A case known not to converge: why ' London' rather than ' Paris', zero baseline."""
+    from ecco_adapters import html
+    from ecco_core.convergence import unconverged_steps
+
+    gen = ec.generate(smollm2, "Heathrow airport is located in the city of", max_new_tokens=1)
+    assert isinstance(gen, ec.Generation)
+    with pytest.warns(ec.ConvergenceWarning) as caught:
+        attr = ec.attribute(smollm2, gen, "ig", foil=" Paris", progress=False)
+    assert len(caught) == 1  # once per call, whatever the number of tokens
+    message = str(caught[0].message)
+    assert "did not converge" in message and "more n_steps" in message
+    assert "another baseline" in message
+    flags = unconverged_steps(attr)
+    assert flags.all()
+    delta, value = float(attr.convergence_delta[0]), float(attr.target_values[0])
+    assert abs(delta) > 0.05 * abs(value)  # the rule, from the record's own numbers
+    page = html.render(attr)
+    assert "not converged" in page and "1 of 1 rows have a completeness delta" in page

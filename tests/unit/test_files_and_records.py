@@ -77,9 +77,9 @@ def test_write_errors_name_the_target_never_the_temporary_file(tmp_path: Path) -
     assert info.value.__cause__ is None and info.value.__suppress_context__
     folder = tmp_path / "a-folder"
     folder.mkdir()
-    with pytest.raises(IsADirectoryError) as info:
+    with pytest.raises(IsADirectoryError) as folder_info:
         write_text_atomic(folder, "x")
-    assert str(folder) in str(info.value) and ".tmp" not in str(info.value)
+    assert str(folder) in str(folder_info.value) and ".tmp" not in str(folder_info.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-folder"]  # temporary file removed
 
 
@@ -95,6 +95,7 @@ def test_every_save_returns_the_path_it_wrote(tmp_path: Path) -> None:
 
 def test_load_records_reads_a_list_file_back(tmp_path: Path) -> None:
     first = ec.load_record(json.dumps(_envelope()))
+    assert isinstance(first, ec.Generation)
     second = attrs.evolve(first, prompt="another prompt")
     path = tmp_path / "records.json"
     path.write_text(json.dumps([first.to_dict(), second.to_dict()]))
@@ -184,17 +185,17 @@ def test_unconverged_steps_follow_the_completeness_rule() -> None:
 
 def test_unconverged_steps_of_a_record() -> None:
     rec = ec.Attributions(
-        scores=[[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]],
+        scores=np.array([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]]),
         values=np.zeros((0, 0, 0)),
-        token_ids=[1, 2, 3],
+        token_ids=np.array([1, 2, 3]),
         tokens=["a", "b", "c"],
         n_input_tokens=2,
         n_encoder_tokens=0,
-        target_positions=[2, 3 - 1],
-        target_ids=[3, 3],
+        target_positions=np.array([2, 2]),
+        target_ids=np.array([3, 3]),
         foil_id=-1,
-        target_values=[0.4, 0.4],
-        convergence_delta=[0.1, 0.001],
+        target_values=np.array([0.4, 0.4]),
+        convergence_delta=np.array([0.1, 0.001]),
         method="integrated_gradients",
         target="probability",
         aggregation="l2",
@@ -204,6 +205,9 @@ def test_unconverged_steps_of_a_record() -> None:
         provenance=fixed_provenance("m", "attribute"),
     )
     assert unconverged_steps(rec).tolist() == [True, False]
-    assert unconverged_steps(attrs.evolve(rec, convergence_delta=[])).tolist() == [False, False]
+    assert unconverged_steps(attrs.evolve(rec, convergence_delta=np.zeros(0))).tolist() == [
+        False,
+        False,
+    ]
     assert issubclass(ec.ConvergenceWarning, UserWarning)
     assert issubclass(ec.ConvergenceWarning, ec.EccoWarning)

@@ -1,4 +1,4 @@
-"""_prefix_groups: the cheapest split of steps into prefix groups, checked by brute force."""
+"""prefix_groups: the cheapest split of steps into prefix groups, checked by brute force."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from ecco_core.attribution import _prefix_groups
+from ecco_core.attribution.native import prefix_groups
 
 
 def _cost(visible: list[int], groups: list[tuple[int, list[int]]]) -> int:
@@ -30,9 +30,9 @@ def _cheapest(visible: list[int]) -> int:
 def test_groups_are_the_cheapest_contiguous_split(seed: int) -> None:
     rng = np.random.default_rng(seed)
     n = int(rng.integers(1, 11))
-    visible = np.cumsum(rng.integers(0, 4, size=n)) + int(rng.integers(1, 30))
-    visible = [int(v) for v in visible]
-    groups = _prefix_groups(visible)
+    steps = np.cumsum(rng.integers(0, 4, size=n)) + int(rng.integers(1, 30))
+    visible = [int(v) for v in steps]
+    groups = prefix_groups(visible)
     assert [i for _, members in groups for i in members] == list(range(n))
     for rows, members in groups:
         assert rows == max(visible[i] for i in members)
@@ -40,8 +40,8 @@ def test_groups_are_the_cheapest_contiguous_split(seed: int) -> None:
 
 
 def test_equal_prefixes_stay_one_group_and_long_generations_split() -> None:
-    assert _prefix_groups([7, 7, 7]) == [(7, [0, 1, 2])]
-    assert _prefix_groups([5]) == [(5, [0])]
-    groups = _prefix_groups(list(range(9, 41)))
+    assert prefix_groups([7, 7, 7]) == [(7, [0, 1, 2])]
+    assert prefix_groups([5]) == [(5, [0])]
+    groups = prefix_groups(list(range(9, 41)))
     assert len(groups) > 2
     assert _cost(list(range(9, 41)), groups) < 40 * 33 * 0.8

@@ -21,7 +21,7 @@ def test_core_imports_no_front_end_package() -> None:
 def test_core_source_never_names_front_end_or_template_packages() -> None:
     # transformers itself imports jinja2 (chat templates); the core's own code must not.
     banned = {*FRONT_END, "jinja2"}
-    for path in Path(ecco_core.__file__).parent.glob("*.py"):
+    for path in Path(ecco_core.__file__).parent.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             names = []
             if isinstance(node, ast.Import):

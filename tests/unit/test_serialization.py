@@ -53,7 +53,7 @@ def generations(draw: st.DrawFn) -> ec.Generation:
     k = draw(st.integers(1, 3))
     n = n_in + n_gen
     return ec.Generation(
-        token_ids=draw(st.lists(st.integers(0, 50000), min_size=n, max_size=n)),
+        token_ids=np.array(draw(st.lists(st.integers(0, 50000), min_size=n, max_size=n))),
         tokens=draw(st.lists(text, min_size=n, max_size=n)),
         raw_tokens=draw(st.lists(text, min_size=n, max_size=n)),
         n_input_tokens=n_in,
@@ -157,8 +157,8 @@ def test_arrays_are_read_only() -> None:
     rec = ec.load_record(
         ec.RankingsWatch(
             position=1,
-            ranks=[[1]],
-            watch_ids=[3],
+            ranks=np.array([[1]]),
+            watch_ids=np.array([3]),
             watch_tokens=["a"],
             sequence_tokens=["a", "b"],
             layer_labels=["l0"],
@@ -172,13 +172,13 @@ def test_arrays_are_read_only() -> None:
 
 def _envelope() -> dict:
     gen = ec.Generation(
-        token_ids=[1, 2, 3],
+        token_ids=np.array([1, 2, 3]),
         tokens=["a", "b", "c"],
         raw_tokens=["a", "b", "c"],
         n_input_tokens=2,
         n_encoder_tokens=0,
-        top_ids=[[3, 4]],
-        top_probs=[[0.5, 0.25]],
+        top_ids=np.array([[3, 4]]),
+        top_probs=np.array([[0.5, 0.25]]),
         top_tokens=[["c", "d"]],
         prompt="ab",
         text="c",
@@ -204,14 +204,14 @@ def _envelope() -> dict:
         (lambda e: e["data"].update(tokens=["a"]), "tokens"),
     ],
 )
-def test_bad_envelopes_are_rejected(mutate, message: str) -> None:  # type: ignore[no-untyped-def]
+def test_bad_envelopes_are_rejected(mutate, message: str) -> None:
     envelope = _envelope()
     mutate(envelope)
     with pytest.raises(ec.RecordFormatError, match=message):
         ec.load_record(json.dumps(envelope))
 
 
-def test_nan_literal_and_garbage_rejected(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_nan_literal_and_garbage_rejected(tmp_path) -> None:
     text = json.dumps(_envelope()).replace("0.5", "NaN")
     with pytest.raises(ec.RecordFormatError, match="NaN"):
         ec.load_record(text)
@@ -221,7 +221,7 @@ def test_nan_literal_and_garbage_rejected(tmp_path) -> None:  # type: ignore[no-
         ec.load_record(str(tmp_path / "missing.json"))
 
 
-def test_save_is_atomic_and_loads_from_path(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_save_is_atomic_and_loads_from_path(tmp_path) -> None:
     rec = ec.load_record(json.dumps(_envelope()))
     path = tmp_path / "gen.json"
     rec.save(str(path))

@@ -70,9 +70,26 @@ def test_linear_cka_matches_gram_matrix_formula() -> None:
     assert ec.similarity(a, b, "cka") == pytest.approx(expected, rel=1e-9)
 
 
+def _top_components(m: np.ndarray, k: int) -> np.ndarray:
+    """Scores of the k leading principal components (eigenvectors of the covariance)."""
+    m = m - m.mean(axis=0)
+    _, vectors = np.linalg.eigh(m.T @ m)
+    return m @ vectors[:, ::-1][:, :k]
+
+
+def _mean_cca_by_covariance(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a - a.mean(axis=0), b - b.mean(axis=0)
+    cross = a.T @ b
+    m = np.linalg.solve(a.T @ a, cross) @ np.linalg.solve(b.T @ b, cross.T)
+    return float(np.sqrt(np.clip(np.linalg.eigvals(m).real, 0.0, 1.0)).mean())
+
+
 def test_svcca_dims_and_torch_input() -> None:
     y = X @ rng.normal(size=(12, 12))
-    assert ec.similarity(torch.tensor(X), y, "svcca", dims=3) <= 1.0
+    expected = _mean_cca_by_covariance(_top_components(X, 3), _top_components(y, 3))
+    assert expected < 0.99  # the leading directions of X and y differ
+    # A torch tensor arrives as float32: agreement to float32 precision.
+    assert ec.similarity(torch.tensor(X), y, "svcca", dims=3) == pytest.approx(expected, rel=1e-5)
     assert ec.similarity(X, y, "svcca", dims=12) == pytest.approx(1.0, abs=1e-8)
 
 

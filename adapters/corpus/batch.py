@@ -1,0 +1,283 @@
+"""The work of one batch: input rows in, one table per kind out.
+
+An engine is a loop that feeds batches to :class:`BatchFunction` (or to :func:`process_batch`,
+the pure function it wraps) and stores what comes back. The local engine runs the loop in this
+process; a distributed engine builds one ``BatchFunction`` per worker (it holds the loaded
+model) and calls it on its batches. Both give the same tables, since the work of a batch
+depends only on (model, rows, options, factors).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+import numpy as np
+import pyarrow as pa
+
+import ecco_core as ec
+from ecco_core.records import Record
+from ecco_core.tables import context_window, schema, table, to_tables
+
+from . import analyses
+from .options import BatchOptions
+
+TEXT_IN_ERRORS = 200  # characters of the prompt kept in an errors row
+
+
+@attrs.frozen(kw_only=True)
+class Factors:
+    """NMF neuron factors fitted on a sample of the corpus, used to score every batch.
+
+    Attributes
+    ----------
+    components : float32 [n_factors, n_neurons] neuron loadings (neurons of every block,
+        block by block, as in ``factor_loadings``).
+    """
+
+    components: np.ndarray
+
+    def codes(self, acts: ec.Activations) -> np.ndarray:
+        """float32 [n_factors, n_positions]: each position's activation of each factor.
+
+        The non-negative least-squares code of the position's (clipped) activations against
+        the fixed factors, as scikit-learn's ``NMF.transform`` computes it.
+        """
+        from sklearn.decomposition import non_negative_factorization
+        from sklearn.exceptions import ConvergenceWarning
+
+        n_layers, n_neurons, n_positions = acts.values.shape
+        x = np.maximum(
+            np.asarray(acts.values, np.float32).reshape(n_layers * n_neurons, n_positions).T, 0
+        )
+        h = self.components.astype(np.float32)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            w, _, _ = non_negative_factorization(
+                x, H=h, n_components=h.shape[0], update_H=False, max_iter=500
+            )
+        return np.asarray(w.T, dtype=np.float32)
+
+
+def check_prompt(lm: ec.LM, text: str | None, max_new_tokens: int) -> tuple[str, str] | None:
+    """(stage, message) when ``text`` cannot be generated from, else None."""
+    if text is None or not text.strip():
+        return "input", "the prompt is empty"
+    try:
+        ids = lm.tokenizer(text, add_special_tokens=True)["input_ids"]
+    except Exception as exc:
+        return "tokenize", f"the tokenizer failed: {_message(exc)}"
+    if not len(ids):
+        return "tokenize", "the prompt tokenizes to no tokens"
+    limit = lm.spec.max_positions
+    needed = len(ids) + (max_new_tokens if lm.spec.kind == "causal" else 0)
+    if limit is not None and needed > limit:
+        return "tokenize", (
+            f"prompt of {len(ids)} tokens plus {max_new_tokens} new tokens exceeds the "
+            f"model's context of {limit} tokens"
+        )
+    return None
+
+
+def _storable(text: str) -> str:
+    """``text`` with what UTF-8 cannot hold (lone surrogates) written as escapes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _message(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def factor_examples(
+    factors: Factors,
+    acts: Sequence[ec.Activations],
+    ids: Sequence[Any],
+    top: int,
+    id_type: pa.DataType,
+) -> pa.Table:
+    """The ``top`` strongest positions of each factor among ``acts`` (ranks within them)."""
+    rows: dict[str, list[Any]] = {n: [] for n in schema("factor_examples").names}
+    candidates = []  # (factor, activation, order, prompt_id, position, record)
+    order = 0
+    for pid, rec in zip(ids, acts, strict=True):
+        codes = factors.codes(rec)  # [n_factors, n_positions]
+        for f in range(codes.shape[0]):
+            for p in np.argsort(-codes[f], kind="stable")[:top].tolist():
+                candidates.append((f, float(codes[f, p]), order, pid, p, rec))
+                order += 1
+    candidates.sort(key=lambda c: (c[0], -c[1], c[2]))
+    rank = 0
+    for i, (f, value, _, pid, p, rec) in enumerate(candidates):
+        rank = 1 if i == 0 or candidates[i - 1][0] != f else rank + 1
+        if rank > top:
+            continue
+        for name, v in (
+            ("prompt_id", pid),
+            ("factorization", 0),
+            ("factor", f),
+            ("rank", rank),
+            ("position", p),
+            ("token_id", int(rec.token_ids[p])),
+            ("token", rec.tokens[p]),
+            ("activation", value),
+            ("context", context_window(rec.tokens, p)),
+        ):
+            rows[name].append(v)
+    return pa.table(rows, schema=schema("factor_examples", id_type))
+
+
+def process_batch(
+    lm: ec.LM,
+    ids: Sequence[Any],
+    texts: Sequence[str | None],
+    options: BatchOptions,
+    factors: Factors | None = None,
+    problems: Sequence[str] | None = None,
+) -> dict[str, pa.Table]:
+    """Run every analysis of ``options`` on one batch of prompts.
+
+    Parameters
+    ----------
+    lm : the loaded model.
+    ids : [n] prompt ids (int row numbers, or strings when ``options.string_ids``).
+    texts : [n] prompt texts (None for a row that could not be read).
+    options : what to compute.
+    factors : fitted NMF factors; required when ``neurons`` is among the analyses.
+    problems : [n] why a row could not be read ("" when it was read).
+
+    Returns
+    -------
+    ``{table: pyarrow.Table}`` for every name in ``options.tables()`` (empty tables included),
+    ``prompt_id`` int64, or string when ``options.string_ids``. A prompt that fails at any
+    stage gets an ``errors`` row (prompt_id, stage, message, text) and keeps the tables of
+    earlier stages.
+    """
+    id_type = pa.string() if options.string_ids else pa.int64()
+    errors: list[dict[str, Any]] = []
+
+    def fail(pid: Any, stage: str, message: str, text: str | None) -> None:
+        clipped = None if text is None else _storable(text[:TEXT_IN_ERRORS])
+        row = {"prompt_id": pid, "stage": stage, "message": _storable(message), "text": clipped}
+        errors.append(row)
+
+    good_ids: list[Any] = []
+    good_texts: list[str] = []
+    for i, (pid, text) in enumerate(zip(ids, texts, strict=True)):
+        problem = problems[i] if problems is not None else ""
+        checked = ("read", problem) if problem else check_prompt(lm, text, options.max_new_tokens)
+        if checked is not None or text is None:
+            fail(pid, *(checked or ("input", "the prompt is empty")), text)
+        else:
+            good_ids.append(pid)
+            good_texts.append(text)
+
+    records: list[Record] = []
+    record_ids: list[Any] = []
+    gens: list[ec.Generation] = []
+    gen_ids: list[Any] = []
+    texts_of: dict[int, str | None] = {}
+    outcomes = (
+        analyses.generate(lm, good_texts, max_new_tokens=options.max_new_tokens)
+        if good_texts
+        else []
+    )
+    for pid, text, out in zip(good_ids, good_texts, outcomes, strict=True):
+        if isinstance(out, Exception):
+            fail(pid, "generate", _message(out), text)
+        else:
+            texts_of[len(gens)] = text
+            gens.append(out)
+            gen_ids.append(pid)
+    records += gens
+    record_ids += gen_ids
+
+    def collect(stage: str, results: list[Any]) -> list[tuple[Any, Any]]:
+        kept = []
+        for j, (pid, out) in enumerate(zip(gen_ids, results, strict=True)):
+            if isinstance(out, Exception):
+                fail(pid, stage, _message(out), texts_of[j])
+                continue
+            for rec in out if isinstance(out, tuple) else (out,):
+                records.append(rec)
+                record_ids.append(pid)
+            kept.append((pid, out))
+        return kept
+
+    if gens:
+        if "rankings" in options.analyses:
+            collect("rankings", analyses.rankings(lm, gens))
+        if "layer_predictions" in options.analyses:
+            collect("layer_predictions", analyses.layer_predictions(lm, gens, top_k=options.top_k))
+        if "watch" in options.analyses:
+            collect("watch", analyses.watch(lm, gens, tokens=options.watch))
+        if "attribution" in options.analyses:
+            for method in options.methods:
+                results = analyses.attribution(lm, gens, method=method, n_steps=options.n_steps)
+                collect(f"attribution {method}", results)
+    examples = None
+    if "neurons" in options.analyses:
+        if factors is None:
+            raise ec.InvalidArgumentError("the neurons analysis needs fitted factors")
+        acts_ids, acts = [], []
+        for j, (pid, out) in enumerate(zip(gen_ids, analyses.activations(lm, gens), strict=True)):
+            if isinstance(out, Exception):
+                fail(pid, "neurons", _message(out), texts_of[j])
+            else:
+                acts_ids.append(pid)
+                acts.append(out)
+        examples = factor_examples(factors, acts, acts_ids, options.top_examples, id_type)
+
+    made = to_tables(records, prompt_ids=record_ids) if records else {}
+    result: dict[str, pa.Table] = {}
+    for name in options.tables():
+        if name == "errors":
+            result[name] = pa.Table.from_pylist(errors, schema=schema("errors", id_type))
+        elif name == "factor_examples":
+            result[name] = examples if examples is not None else table(name, [], id_type)
+        else:
+            result[name] = (
+                made[name].cast(schema(name, id_type)) if name in made else table(name, [], id_type)
+            )
+    return result
+
+
+def load_model(model: str | None, device: str | None, dtype: str | None) -> ec.LM:
+    """Load the model a batch function runs (None: the embedded SmolLM2)."""
+    return ec.load(model, device=device, dtype=dtype)
+
+
+class BatchFunction:
+    """A loaded model plus options: maps a batch of input rows to a dict of tables.
+
+    Build one per worker (loading the model once), then call it on each batch::
+
+        fn = BatchFunction(options, model="HuggingFaceTB/SmolLM2-135M-Instruct")
+        tables = fn({"prompt_id": [0, 1], "text": ["The Eiffel Tower is in", "Rome is in"]})
+
+    ``batch`` is a mapping of columns: ``prompt_id`` and ``text`` (sequences of equal length,
+    numpy arrays accepted) and optionally ``problem`` (why a row could not be read, "" if it
+    was). The result is :func:`process_batch`'s: ``{table name: pyarrow.Table}``.
+    """
+
+    def __init__(
+        self,
+        options: BatchOptions,
+        *,
+        model: str | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        factors: Factors | None = None,
+        lm: ec.LM | None = None,
+    ) -> None:
+        self.options = options
+        self.factors = factors
+        self.lm = lm if lm is not None else load_model(model, device, dtype)
+
+    def __call__(self, batch: Mapping[str, Sequence[Any]]) -> dict[str, pa.Table]:
+        ids = [i.item() if isinstance(i, np.generic) else i for i in batch["prompt_id"]]
+        texts = [None if t is None else str(t) for t in batch["text"]]
+        problems = [str(p) for p in batch["problem"]] if "problem" in batch else None
+        return process_batch(self.lm, ids, texts, self.options, self.factors, problems)

@@ -1,0 +1,181 @@
+"""What a corpus run computes, as plain values (no torch: checked before the model loads).
+
+:class:`BatchOptions` says what every batch computes; :class:`RunConfig` adds where the data
+and the output are, the model and the batching. Both are recorded in ``manifest.json``; a
+resumed run must match the recorded values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from .errors import CorpusInputError
+
+ANALYSES = ("generate", "rankings", "layer_predictions", "watch", "attribution", "neurons")
+
+# Attribution method names and aliases, as ``ecco_core.attribution`` accepts them. Kept here so
+# that a wrong name is caught before torch is imported; a test checks both lists agree.
+METHODS = (
+    "integrated_gradients",
+    "saliency",
+    "grad_x_input",
+    "deep_lift",
+    "deep_lift_shap",
+    "guided_backprop",
+    "deconvolution",
+    "gradient_shap",
+    "feature_ablation",
+    "occlusion",
+    "lime",
+    "kernel_shap",
+)
+METHOD_ALIASES = {
+    "ig": "integrated_gradients",
+    "gradient": "saliency",
+    "input_x_gradient": "grad_x_input",
+    "dl": "deep_lift",
+    "dls": "deep_lift_shap",
+    "gb": "guided_backprop",
+    "deconv": "deconvolution",
+    "gs": "gradient_shap",
+    "ablation": "feature_ablation",
+}
+
+
+def parse_analyses(text: str) -> tuple[str, ...]:
+    """``"generate,rankings"`` -> the analyses in :data:`ANALYSES` order (generate included)."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in ANALYSES]
+    if unknown or not names:
+        shown = ", ".join(map(repr, unknown)) if unknown else "none given"
+        raise CorpusInputError(
+            f"unknown analysis {shown}; valid: {','.join(ANALYSES)} (comma-separated)"
+        )
+    return tuple(a for a in ANALYSES if a in names or a == "generate")
+
+
+def resolve_method(name: str) -> str:
+    """Canonical attribution method for ``name`` or an alias, else CorpusInputError."""
+    canonical = METHOD_ALIASES.get(name.lower(), name.lower())
+    if canonical not in METHODS:
+        aliases = ", ".join(f"{k}={v}" for k, v in METHOD_ALIASES.items())
+        raise CorpusInputError(
+            f"unknown attribution method {name!r}; valid: {', '.join(METHODS)} (aliases: {aliases})"
+        )
+    return canonical
+
+
+def _tuple(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
+def _positive(name: str) -> Any:
+    def check(_: Any, __: Any, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise CorpusInputError(f"{name} must be an integer of at least 1, got {value!r}")
+
+    return check
+
+
+@attrs.frozen(kw_only=True)
+class BatchOptions:
+    """What to compute for every prompt.
+
+    Attributes
+    ----------
+    analyses : subset of :data:`ANALYSES`, in that order; ``generate`` is always included
+        (the other analyses explain the generation).
+    methods : attribution methods (canonical names) for the ``attribution`` analysis.
+    max_new_tokens : tokens generated per prompt (greedy decoding).
+    n_steps : integration steps of integrated gradients.
+    top_k : tokens per layer in ``layer_predictions``.
+    watch : tokens (each a single token, e.g. " Paris") ranked at the first generated position.
+    top_examples : examples kept per factor in ``factor_examples``.
+    string_ids : prompt ids are strings (an id column was given) rather than row numbers.
+    """
+
+    analyses: tuple[str, ...] = attrs.field(default=("generate", "rankings"), converter=_tuple)
+    methods: tuple[str, ...] = attrs.field(default=("integrated_gradients",), converter=_tuple)
+    max_new_tokens: int = attrs.field(default=4, validator=_positive("--max-new-tokens"))
+    n_steps: int = attrs.field(default=50, validator=_positive("--n-steps"))
+    top_k: int = attrs.field(default=5, validator=_positive("--top-k"))
+    watch: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
+    top_examples: int = attrs.field(default=10, validator=_positive("--top-examples"))
+    string_ids: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        bad = [a for a in self.analyses if a not in ANALYSES]
+        if bad or "generate" not in self.analyses:
+            raise CorpusInputError(f"analyses must include generate and be among {ANALYSES}")
+        for method in self.methods:
+            if method not in METHODS:
+                resolve_method(method)  # raises, listing the valid names
+        if "attribution" in self.analyses and not self.methods:
+            raise CorpusInputError("the attribution analysis needs at least one --method")
+        if "watch" in self.analyses and not self.watch:
+            raise CorpusInputError('the watch analysis needs tokens: --watch " Paris" " Rome"')
+
+    def tables(self) -> list[str]:
+        """Names of the tables every batch produces with these options."""
+        wanted = {
+            "generations": True,
+            "rankings": "rankings" in self.analyses,
+            "layer_predictions": "layer_predictions" in self.analyses,
+            "watch": "watch" in self.analyses,
+            "attributions": "attribution" in self.analyses,
+            "factor_examples": "neurons" in self.analyses,
+            "errors": True,
+        }
+        return [name for name, on in wanted.items() if on]
+
+
+@attrs.frozen(kw_only=True)
+class RunConfig:
+    """A whole corpus run.
+
+    Attributes
+    ----------
+    data : the prompt file; column, id_column : where the text and the ids are.
+    out : the output folder.
+    model : hub id or folder (None: the embedded SmolLM2-135M-Instruct).
+    device, dtype : where and in what precision the model runs (None: defaults).
+    batch_size : prompts per batch (and per Parquet part file).
+    options : what every batch computes.
+    nmf : number of neuron factors (``neurons`` analysis).
+    nmf_sample : prompts (the first ones that generate) the factors are fitted on.
+    resume : continue the run already in ``out``.
+    """
+
+    data: Path = attrs.field(converter=Path)
+    out: Path = attrs.field(converter=Path)
+    model: str | None = None
+    column: str = "text"
+    id_column: str | None = None
+    device: str | None = None
+    dtype: str | None = None
+    batch_size: int = attrs.field(default=16, validator=_positive("--batch-size"))
+    options: BatchOptions = attrs.field(factory=BatchOptions)
+    nmf: int = attrs.field(default=8, validator=_positive("--nmf"))
+    nmf_sample: int = attrs.field(default=64, validator=_positive("--nmf-sample"))
+    resume: bool = False
+
+    def key(self) -> dict[str, Any]:
+        """The values that decide the results; a resumed run must have the same ones."""
+        return {
+            "data": str(self.data.expanduser().resolve()),
+            "column": self.column,
+            "id_column": self.id_column,
+            "model": self.model,
+            "dtype": self.dtype,
+            "batch_size": self.batch_size,
+            "nmf": self.nmf if "neurons" in self.options.analyses else None,
+            "nmf_sample": self.nmf_sample if "neurons" in self.options.analyses else None,
+            **{k: v for k, v in attrs.asdict(self.options).items() if k != "string_ids"},
+            "analyses": list(self.options.analyses),
+            "methods": list(self.options.methods),
+            "watch": list(self.options.watch),
+        }
