@@ -130,8 +130,8 @@ def test_unconverged_contrastive_ig_on_smollm2_warns_and_is_marked(smollm2: ec.L
     from ecco_adapters import html
     from ecco_core.convergence import unconverged_steps
 
-    gen = ec.generate(smollm2, "Heathrow airport is located in the city of", max_new_tokens=1)
-    assert isinstance(gen, ec.Generation)
+    gen = ec.generate(smollm2, "Heathrow airport is located in the city of", max_new_tokens=4)
+    assert isinstance(gen, ec.Generation) and gen.text.startswith(" London")
     with pytest.warns(ec.ConvergenceWarning) as caught:
         attr = ec.attribute(smollm2, gen, "ig", foil=" Paris", progress=False)
     assert len(caught) == 1  # once per call, whatever the number of tokens
@@ -139,8 +139,9 @@ def test_unconverged_contrastive_ig_on_smollm2_warns_and_is_marked(smollm2: ec.L
     assert "did not converge" in message and "more n_steps" in message
     assert "another baseline" in message
     flags = unconverged_steps(attr)
-    assert flags.all()
-    delta, value = float(attr.convergence_delta[0]), float(attr.target_values[0])
-    assert abs(delta) > 0.05 * abs(value)  # the rule, from the record's own numbers
+    expected = np.abs(attr.convergence_delta) > 0.05 * np.abs(attr.target_values)
+    assert flags.tolist() == expected.tolist() and flags.any()
+    assert f"for {int(flags.sum())} of {len(flags)} explained tokens" in message
     page = html.render(attr)
-    assert "not converged" in page and "1 of 1 rows have a completeness delta" in page
+    assert f"{int(flags.sum())} of {len(flags)} rows have a completeness delta" in page
+    assert page.count("⚠ not converged") == int(flags.sum())
