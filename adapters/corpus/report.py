@@ -215,6 +215,7 @@ def rank_chart(summary: Summary) -> dict[str, Any]:
         "type": "quantitative",
         "title": "layer",
         "axis": {"format": "d", "tickMinStep": 1},
+        "scale": {"nice": False},
     }
     scale = {"type": "log"}
     return _spec(
