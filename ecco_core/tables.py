@@ -22,6 +22,7 @@ import pyarrow as pa
 from .errors import InvalidArgumentError, InvalidTypeError
 from .records import (
     Activations,
+    Attention,
     Attributions,
     Classification,
     Factorization,
@@ -104,6 +105,18 @@ _COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
         ("convergence_delta", _F32),
         ("target", _STR),
         ("aggregation", _STR),
+        ("model", _STR),
+    ],
+    "attention": [
+        ("stack", _STR),
+        ("layer", _I64),
+        ("layer_label", _STR),
+        ("head", _I64),
+        ("query_index", _I64),
+        ("query_token", _STR),
+        ("key_index", _I64),
+        ("key_token", _STR),
+        ("weight", _F32),
         ("model", _STR),
     ],
     "activations": [
@@ -325,15 +338,38 @@ def _attributions(rec: Attributions) -> dict[str, Any]:
     }
 
 
+def _labels(index: np.ndarray, labels: Sequence[str]) -> pa.Array:
+    """Strings ``labels[index]`` as one column, built without a Python list per row."""
+    return pa.DictionaryArray.from_arrays(index, list(labels)).cast(_STR)
+
+
+def _attention(rec: Attention) -> dict[str, Any]:
+    n_layers, n_heads, n_query, n_key = rec.weights.shape
+    layer, head, query, key = _grid(n_layers, n_heads, n_query, n_key)
+    n = layer.size
+    return {
+        "stack": _repeat(rec.stack, n),
+        "layer": rec.layers[layer],
+        "layer_label": _labels(layer, rec.layer_labels),
+        "head": rec.heads[head],
+        "query_index": query + rec.query_start,
+        "query_token": _labels(query, rec.query_tokens),
+        "key_index": key + rec.key_start,
+        "key_token": _labels(key, rec.key_tokens),
+        "weight": rec.weights.astype(np.float32).ravel(),  # float16 widens exactly
+        "model": _repeat(_model(rec), n),
+    }
+
+
 def _activations(rec: Activations) -> dict[str, Any]:
     n_layers, n_neurons, n_positions = rec.values.shape
     position, row, neuron = _grid(n_positions, n_layers, n_neurons)
     n = position.size
     return {
         "position": position,
-        "token": pa.DictionaryArray.from_arrays(position, list(rec.tokens)).cast(_STR),
+        "token": _labels(position, rec.tokens),
         "layer": rec.layers[row],
-        "layer_label": pa.DictionaryArray.from_arrays(row, list(rec.layer_labels)).cast(_STR),
+        "layer_label": _labels(row, rec.layer_labels),
         "neuron": neuron,
         "value": np.transpose(rec.values, (2, 0, 1)).ravel(),
         "stack": _repeat(rec.stack, n),
@@ -435,6 +471,7 @@ _SIMPLE: dict[type, tuple[str, Callable[[Any], dict[str, Any]]]] = {
     LayerPredictions: ("layer_predictions", _layer_predictions),
     Attributions: ("attributions", _attributions),
     Activations: ("activations", _activations),
+    Attention: ("attention", _attention),
     MaskedPredictions: ("masked_predictions", _masked),
     Classification: ("classifications", _classification),
     Provenance: ("provenance", _provenance),
@@ -472,6 +509,7 @@ def to_tables(
     ``{table name: pyarrow.Table}`` for the kinds present: ``generations`` (Generation),
     ``rankings`` (Rankings), ``watch`` (RankingsWatch), ``layer_predictions``
     (LayerPredictions), ``attributions`` (Attributions), ``activations`` (Activations),
+    ``attention`` (Attention: one row per layer, head, query and key),
     ``factor_loadings`` and ``factor_examples`` (Factorization), ``masked_predictions``
     (MaskedPredictions), ``classifications`` (Classification), ``provenance`` (Provenance).
     A Generation's ``depth`` is filled when a Rankings record of the same sequence with

@@ -83,4 +83,4 @@ def attribution(
 
 def activations(lm: ec.LM, gens: Sequence[ec.Generation]) -> list[Any]:
     """FFN neuron activations of every block at every position of each generation."""
-    return each(lambda batch: list(ec.activations(lm, batch)), gens)  # type: ignore[arg-type]
+    return each(lambda batch: list(ec.activations(lm, batch)), gens)

@@ -9,8 +9,9 @@ depends only on (model, rows, options, factors).
 
 from __future__ import annotations
 
+import functools
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -163,17 +164,7 @@ def process_batch(
         row = {"prompt_id": pid, "stage": stage, "message": _storable(message), "text": clipped}
         errors.append(row)
 
-    good_ids: list[Any] = []
-    good_texts: list[str] = []
-    for i, (pid, text) in enumerate(zip(ids, texts, strict=True)):
-        problem = problems[i] if problems is not None else ""
-        checked = ("read", problem) if problem else check_prompt(lm, text, options.max_new_tokens)
-        if checked is not None or text is None:
-            fail(pid, *(checked or ("input", "the prompt is empty")), text)
-        else:
-            good_ids.append(pid)
-            good_texts.append(text)
-
+    good_ids, good_texts = _readable(lm, ids, texts, problems, options, fail)
     records: list[Record] = []
     record_ids: list[Any] = []
     gens: list[ec.Generation] = []
@@ -194,7 +185,8 @@ def process_batch(
     records += gens
     record_ids += gen_ids
 
-    def collect(stage: str, results: list[Any]) -> list[tuple[Any, Any]]:
+    def collect(stage: str, results: list[Any]) -> list[Any]:
+        """Records of the prompts that succeeded; an errors row for each that failed."""
         kept = []
         for j, (pid, out) in enumerate(zip(gen_ids, results, strict=True)):
             if isinstance(out, Exception):
@@ -206,17 +198,8 @@ def process_batch(
             kept.append((pid, out))
         return kept
 
-    if gens:
-        if "rankings" in options.analyses:
-            collect("rankings", analyses.rankings(lm, gens))
-        if "layer_predictions" in options.analyses:
-            collect("layer_predictions", analyses.layer_predictions(lm, gens, top_k=options.top_k))
-        if "watch" in options.analyses:
-            collect("watch", analyses.watch(lm, gens, tokens=options.watch))
-        if "attribution" in options.analyses:
-            for method in options.methods:
-                results = analyses.attribution(lm, gens, method=method, n_steps=options.n_steps)
-                collect(f"attribution {method}", results)
+    for stage, run in _record_stages(lm, gens, options):
+        collect(stage, run())
     examples = None
     if "neurons" in options.analyses:
         if factors is None:
@@ -229,18 +212,76 @@ def process_batch(
                 acts_ids.append(pid)
                 acts.append(out)
         examples = factor_examples(factors, acts, acts_ids, options.top_examples, id_type)
-
     made = to_tables(records, prompt_ids=record_ids) if records else {}
+    return _batch_tables(options, made, errors, examples, id_type)
+
+
+def _readable(
+    lm: ec.LM,
+    ids: Sequence[Any],
+    texts: Sequence[str | None],
+    problems: Sequence[str] | None,
+    options: BatchOptions,
+    fail: Callable[[Any, str, str, str | None], None],
+) -> tuple[list[Any], list[str]]:
+    """(ids, texts) of the rows that can be run; ``fail`` is called for each other row."""
+    good_ids: list[Any] = []
+    good_texts: list[str] = []
+    for i, (pid, text) in enumerate(zip(ids, texts, strict=True)):
+        problem = problems[i] if problems is not None else ""
+        checked = ("read", problem) if problem else check_prompt(lm, text, options.max_new_tokens)
+        if checked is not None or text is None:
+            fail(pid, *(checked or ("input", "the prompt is empty")), text)
+        else:
+            good_ids.append(pid)
+            good_texts.append(text)
+    return good_ids, good_texts
+
+
+def _record_stages(
+    lm: ec.LM, gens: list[ec.Generation], options: BatchOptions
+) -> list[tuple[str, Callable[[], list[Any]]]]:
+    """(stage name, run) of each analysis that gives records for the generations, in order."""
+    if not gens:
+        return []
+    chosen = options.analyses
+    stages: list[tuple[str, Callable[[], list[Any]]]] = []
+    if "rankings" in chosen:
+        stages.append(("rankings", lambda: analyses.rankings(lm, gens)))
+    if "layer_predictions" in chosen:
+        top_k = options.top_k
+        stages.append(
+            ("layer_predictions", lambda: analyses.layer_predictions(lm, gens, top_k=top_k))
+        )
+    if "watch" in chosen:
+        stages.append(("watch", lambda: analyses.watch(lm, gens, tokens=options.watch)))
+    if "attribution" in chosen:
+        for method in options.methods:
+            run = functools.partial(
+                analyses.attribution, lm, gens, method=method, n_steps=options.n_steps
+            )
+            stages.append((f"attribution {method}", run))
+    return stages
+
+
+def _batch_tables(
+    options: BatchOptions,
+    made: dict[str, pa.Table],
+    errors: list[dict[str, Any]],
+    examples: pa.Table | None,
+    id_type: pa.DataType,
+) -> dict[str, pa.Table]:
+    """Every table of ``options.tables()``, empty where nothing was made."""
     result: dict[str, pa.Table] = {}
     for name in options.tables():
         if name == "errors":
             result[name] = pa.Table.from_pylist(errors, schema=schema("errors", id_type))
         elif name == "factor_examples":
             result[name] = examples if examples is not None else table(name, [], id_type)
+        elif name in made:
+            result[name] = made[name].cast(schema(name, id_type))
         else:
-            result[name] = (
-                made[name].cast(schema(name, id_type)) if name in made else table(name, [], id_type)
-            )
+            result[name] = table(name, [], id_type)
     return result
 
 

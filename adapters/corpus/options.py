@@ -32,6 +32,8 @@ METHODS = (
     "occlusion",
     "lime",
     "kernel_shap",
+    "attention_rollout",
+    "attention_last_layer",
 )
 METHOD_ALIASES = {
     "ig": "integrated_gradients",
@@ -43,6 +45,7 @@ METHOD_ALIASES = {
     "deconv": "deconvolution",
     "gs": "gradient_shap",
     "ablation": "feature_ablation",
+    "rollout": "attention_rollout",
 }
 
 

@@ -73,15 +73,14 @@ def quantile(counts: dict[int, int], q: float) -> int:
     raise ValueError("no values")
 
 
-def summarize(out: Path) -> Summary:
-    """Stream the tables in ``out`` into the figures of the report."""
-    first = pc.field("step") == 0
+def _generations(out: Path) -> tuple[int, dict[int | None, int], list[tuple[Any, ...]]]:
+    """(prompts, prediction depth counts, the least sure first tokens) from ``generations``."""
     depth: Counter[int | None] = Counter()
     heap: list[tuple[float, int, Any]] = []  # max-heap (negated prob) of the least sure
     order = 0
     n_prompts = 0
     columns = ["prompt_id", "prompt", "token", "prob", "top_tokens", "top_probs", "depth"]
-    for batch in _scan(out, "generations", columns, first):
+    for batch in _scan(out, "generations", columns, pc.field("step") == 0):
         for row in batch.to_pylist():
             n_prompts += 1
             depth[row["depth"]] += 1
@@ -104,18 +103,25 @@ def summarize(out: Path) -> Summary:
         )
         for _, _, r in sorted(heap, key=lambda item: (-item[0], -item[1]))
     ]
+    return n_prompts, dict(depth), least
 
+
+def _rank_quartiles(out: Path) -> list[tuple[int, int, int, int]]:
+    """(layer, first quartile, median, third quartile) of the first generated token's rank."""
     ranks: dict[int, Counter[int]] = defaultdict(Counter)
-    for batch in _scan(out, "rankings", ["layer", "rank"], first):
+    for batch in _scan(out, "rankings", ["layer", "rank"], pc.field("step") == 0):
         layers = batch.column("layer").to_numpy()
         values = batch.column("rank").to_numpy()
         for layer, rank in zip(layers.tolist(), values.tolist(), strict=True):
             ranks[layer][rank] += 1
-    quartiles = [
+    return [
         (layer, quantile(c, 0.25), quantile(c, 0.5), quantile(c, 0.75))
         for layer, c in sorted(ranks.items())
     ]
 
+
+def _top_attributed(out: Path) -> dict[str, list[tuple[str, float, int]]]:
+    """Per method, the input tokens with the highest mean score (seen ``MIN_COUNT`` times)."""
     sums: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0])
     for batch in _scan(
         out, "attributions", ["method", "source_token", "score"], pc.field("is_input")
@@ -131,11 +137,15 @@ def summarize(out: Path) -> Summary:
     for (method, token), (total, count) in sums.items():
         if count >= MIN_COUNT:
             by_method[method].append((token, total / count, int(count)))
-    attributions = {
+    return {
         m: sorted(rows, key=lambda r: (-r[1], r[0]))[:TOP_TOKENS]
         for m, rows in sorted(by_method.items())
     }
 
+
+def summarize(out: Path) -> Summary:
+    """Stream the tables in ``out`` into the figures of the report."""
+    n_prompts, depth, least = _generations(out)
     errors: Counter[str] = Counter()
     examples: list[tuple[Any, str, str]] = []
     for batch in _scan(out, "errors", ["prompt_id", "stage", "message"]):
@@ -145,9 +155,9 @@ def summarize(out: Path) -> Summary:
                 examples.append((row["prompt_id"], row["stage"], row["message"]))
     return Summary(
         manifest=store.read_manifest(out) or {},
-        depth=dict(depth),
-        rank_quartiles=quartiles,
-        attributions=attributions,
+        depth=depth,
+        rank_quartiles=_rank_quartiles(out),
+        attributions=_top_attributed(out),
         least_sure=least,
         errors=dict(errors),
         error_examples=examples,
@@ -205,6 +215,7 @@ def rank_chart(summary: Summary) -> dict[str, Any]:
         "type": "quantitative",
         "title": "layer",
         "axis": {"format": "d", "tickMinStep": 1},
+        "scale": {"nice": False},
     }
     scale = {"type": "log"}
     return _spec(

@@ -36,6 +36,7 @@ from ..dtypes import resolve_precision
 from ..errors import ConvergenceWarning, InvalidArgumentError
 from ..loading import LM
 from ..records import Attributions, Classification, Generation, MaskedPredictions
+from .attention_methods import ATTENTION, check_options
 from .methods import ALIASES, METHODS, TOKEN_LEVEL, UNSOUND, list_methods, resolve_method
 from .targets import TARGETS, Settings, baseline_embeds, make_task, target_values
 
@@ -122,7 +123,11 @@ def attribute(
         (each mask's top prediction is explained) or a :class:`Classification` (the class
         ``label``, by default the predicted one, is explained).
     method : one of :func:`list_methods` or an alias (``ig``, ``gradient``, ``dl``, ``dls``,
-        ``gb``, ``deconv``, ...).
+        ``gb``, ``deconv``, ``rollout``, ...). ``attention_rollout`` and
+        ``attention_last_layer`` score tokens by attention weights (docs/attention.md): they
+        refuse a ``target`` other than ``probability``, a ``foil``, a ``baseline`` and
+        Classification records, and ignore ``n_steps``, ``batch_size``, ``n_samples`` and
+        ``seed``, as saliency does.
     target : ``probability`` (Ecco), ``logit`` or ``log_probability`` of the predicted token.
     foil : a token (id or single-token string): explain target minus foil, e.g. why
         " London" rather than " Paris".
@@ -156,6 +161,8 @@ def attribute(
     n_samples = check_int("n_samples", n_samples, 1)
     if batch_size is not None:
         batch_size = check_int("batch_size", batch_size, 1)
+    if name in ATTENTION:
+        check_options(name, gen, target, foil, baseline)
     if lm.spec.head_input is None and lm.spec.kind != "classifier":
         raise InvalidArgumentError(f"{lm.name} has no LM head: there is no prediction to explain")
     if aggregation == "none" and name in TOKEN_LEVEL:
@@ -204,6 +211,8 @@ def attribute(
     else:
         positions = [r + 1 for r in task.rows] if is_gen else task.rows
     baseline_name = baseline if isinstance(baseline, str) else "tensor"
+    if name in ATTENTION:
+        baseline_name = "none"
     params = {
         "method": name,
         "target": target,

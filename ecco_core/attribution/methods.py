@@ -1,8 +1,9 @@
 """The registry of attribution methods: canonical name -> function, aliases resolved once.
 
 Every method is a function ``(task, baseline, steps, settings) -> raw attributions
-[len(steps), n_rows, hidden]``: the native gradient engine's (:mod:`.native`) and one per
-captum method (:mod:`.captum_methods`). :func:`list_methods` reads :data:`METHODS`.
+[len(steps), n_rows, hidden]``: the native gradient engine's (:mod:`.native`), one per
+captum method (:mod:`.captum_methods`) and the attention methods (:mod:`.attention_methods`).
+:func:`list_methods` reads :data:`METHODS`.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ import functools
 
 from ..errors import InvalidArgumentError, InvalidTypeError
 from . import captum_methods
+from .attention_methods import ATTENTION
 from .native import NATIVE, Method
 
 METHODS: dict[str, Method] = {
     **NATIVE,
     **{name: functools.partial(captum_methods.run, name) for name in captum_methods.CAPTUM},
+    **ATTENTION,
 }
 ALIASES = {
     "ig": "integrated_gradients",
@@ -27,6 +30,7 @@ ALIASES = {
     "deconv": "deconvolution",
     "gs": "gradient_shap",
     "ablation": "feature_ablation",
+    "rollout": "attention_rollout",
 }
 _LRP = (
     "captum's LRP has rules only for linear, convolution, ReLU and pooling layers; "
@@ -41,7 +45,7 @@ UNSOUND = {
     "lrp": _LRP,
 }
 # Methods that score whole tokens (one value repeated over a token's embedding dimensions).
-TOKEN_LEVEL = ("feature_ablation", "occlusion", "lime", "kernel_shap")
+TOKEN_LEVEL = ("feature_ablation", "occlusion", "lime", "kernel_shap", *ATTENTION)
 
 
 def list_methods() -> list[str]:

@@ -20,7 +20,7 @@ HOSTILE = "</script><script>alert(1)</script>"
 
 
 @pytest.fixture(scope="module")
-def att(tiny_lm) -> ec.Attention:  # type: ignore[no-untyped-def]
+def att(tiny_lm) -> ec.Attention:
     lm = tiny_lm("gpt2")
     gen = ec.generate(lm, "The Eiffel Tower is in the city of", max_new_tokens=3, min_new_tokens=3)
     record = ec.attention(lm, gen)
@@ -54,7 +54,7 @@ def _positive(weights: np.ndarray) -> list[tuple[int, int, int]]:
     return [tuple(int(x) for x in idx) for idx in np.argwhere(weights > 0)]  # type: ignore[misc]
 
 
-def test_head_view_lines_hover_layer_and_heads(att, open_html) -> None:  # type: ignore[no-untyped-def]
+def test_head_view_lines_hover_layer_and_heads(att, open_html) -> None:
     p = open_html(eh.render(att), "attention_head_view")
     page = p.page
     last = att.weights[-1]
@@ -93,7 +93,7 @@ def test_head_view_lines_hover_layer_and_heads(att, open_html) -> None:  # type:
     _check_clean(p, "attention_head_view_after")
 
 
-def test_grid_of_heads(att, open_html) -> None:  # type: ignore[no-untyped-def]
+def test_grid_of_heads(att, open_html) -> None:
     p = open_html(eh.render(att, mode="grid"), "attention_grid")
     page = p.page
     tiles = page.locator(".ecco-att-tile")
@@ -117,12 +117,12 @@ def _hostile_record() -> ec.Attention:
     w = w / w.sum(-1, keepdims=True)
     return ec.Attention(
         weights=np.stack([np.stack([w, w])]),
-        layers=[0],
-        heads=[0, 1],
+        layers=np.array([0]),
+        heads=np.array([0, 1]),
         n_model_heads=2,
         layer_labels=["<b>layer</b> 0"],
         stack="decoder",
-        token_ids=[1, 2, 3, 4],
+        token_ids=np.array([1, 2, 3, 4]),
         tokens=tokens,
         n_input_tokens=3,
         query_start=0,
@@ -133,7 +133,7 @@ def _hostile_record() -> ec.Attention:
     )
 
 
-def test_hostile_tokens_are_inert_text(open_html) -> None:  # type: ignore[no-untyped-def]
+def test_hostile_tokens_are_inert_text(open_html) -> None:
     rec = _hostile_record()
     p = open_html(eh.render(rec), "attention_xss")
     page = p.page
@@ -148,7 +148,7 @@ def test_hostile_tokens_are_inert_text(open_html) -> None:  # type: ignore[no-un
     _check_clean(p, "attention_xss")
 
 
-def test_widget_reports_hovered_query(att, open_html) -> None:  # type: ignore[no-untyped-def]
+def test_widget_reports_hovered_query(att, open_html) -> None:
     from ecco_adapters.notebook import widget
 
     w = widget(att)

@@ -14,13 +14,13 @@ import pytest
 import torch
 
 import ecco_core as ec
-from ecco_core.attention import _configs, attention_last_layer, attention_rollout
+from ecco_core.attention_capture import _configs
 from ecco_core.testing import CAUSAL_FAMILIES, ENCODER_DECODER_FAMILIES, FAMILIES
 
 TEXT = "Heathrow airport is located in the city of"
 
 
-def _eager_copy(tiny_path, family: str) -> Any:  # type: ignore[no-untyped-def]
+def _eager_copy(tiny_path, family: str) -> Any:
     import transformers
 
     folder = tiny_path(family)
@@ -108,7 +108,7 @@ def _assert_same(before: tuple[Any, ...], after: tuple[Any, ...]) -> None:
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_weights_equal_eager_reference(tiny_lm, tiny_path, family: str) -> None:  # type: ignore[no-untyped-def]
+def test_weights_equal_eager_reference(tiny_lm, tiny_path, family: str) -> None:
     lm = tiny_lm(family)
     impl = lm.model.config._attn_implementation
     assert impl == ("eager" if family == "bloom" else "sdpa")  # the case worth testing
@@ -135,7 +135,7 @@ def test_weights_equal_eager_reference(tiny_lm, tiny_path, family: str) -> None:
     assert lm.model.config._attn_implementation == impl
 
 
-def test_text_float16_and_lists(tiny_lm) -> None:  # type: ignore[no-untyped-def]
+def test_text_float16_and_lists(tiny_lm) -> None:
     lm = tiny_lm("llama")
     full = ec.attention(lm, TEXT)
     half = ec.attention(lm, TEXT, dtype="float16")
@@ -150,7 +150,7 @@ def test_text_float16_and_lists(tiny_lm) -> None:  # type: ignore[no-untyped-def
     assert enc.stack == "encoder" and enc.layer_labels == ("encoder 0", "encoder 1")
 
 
-def test_model_left_unchanged_after_error_and_in_training_mode(tiny_lm) -> None:  # type: ignore[no-untyped-def]
+def test_model_left_unchanged_after_error_and_in_training_mode(tiny_lm) -> None:
     lm = tiny_lm("gpt2")
     gen = ec.generate(lm, TEXT, max_new_tokens=2, min_new_tokens=2)
     model = lm.model
@@ -159,13 +159,16 @@ def test_model_left_unchanged_after_error_and_in_training_mode(tiny_lm) -> None:
     try:
         before = _state(model)
         ec.attention(lm, gen)
-        attention_rollout(lm, gen)
+        ec.attribute(lm, gen, "attention_rollout")
         _assert_same(before, _state(model))
         block = model.get_submodule(lm.spec.blocks[1])
         handle = block.register_forward_hook(lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
         try:
             with_hook = _state(model)
-            for call in (lambda: ec.attention(lm, gen), lambda: attention_rollout(lm, gen)):
+            for call in (
+                lambda: ec.attention(lm, gen),
+                lambda: ec.attribute(lm, gen, "attention_rollout"),
+            ):
                 with pytest.raises(RuntimeError, match="boom"):
                     call()
                 _assert_same(with_hook, _state(model))
@@ -202,7 +205,7 @@ def _count_forwards(model: torch.nn.Module) -> tuple[list[int], Any]:
         ("t5", {"stack": "cross"}, "needs a decoder sequence"),
     ],
 )
-def test_bad_arguments_fail_before_any_forward(tiny_lm, family, kwargs, message) -> None:  # type: ignore[no-untyped-def]
+def test_bad_arguments_fail_before_any_forward(tiny_lm, family, kwargs, message) -> None:
     lm = tiny_lm(family)
     calls, handle = _count_forwards(lm.model)
     try:
@@ -215,15 +218,15 @@ def test_bad_arguments_fail_before_any_forward(tiny_lm, family, kwargs, message)
     assert calls == [0]
 
 
-def test_records_from_another_model_fail_before_any_forward(tiny_lm) -> None:  # type: ignore[no-untyped-def]
+def test_records_from_another_model_fail_before_any_forward(tiny_lm) -> None:
     gpt2, t5, bert = tiny_lm("gpt2"), tiny_lm("t5"), tiny_lm("bert")
     gen = ec.generate(gpt2, TEXT, max_new_tokens=2, min_new_tokens=2)
     big = ec.Generation(**{**_fields(gen), "token_ids": gen.token_ids + 10_000})
     masked = ec.predict_masked(bert, "paris is the [MASK] of france.")
-    cases = [
-        (t5, gen, "comes from a causal model but .* is a encoder-decoder model"),
+    cases: list[tuple[ec.LM, Any, str]] = [
+        (t5, gen, "record comes from a causal model but .* is encoder-decoder"),
         (gpt2, big, "the record comes from another model"),
-        (gpt2, masked, "MaskedPredictions record comes from a masked LM"),
+        (gpt2, masked, "a MaskedPredictions record needs a masked LM"),
     ]
     for lm, record, message in cases:
         calls, handle = _count_forwards(lm.model)
@@ -231,12 +234,12 @@ def test_records_from_another_model_fail_before_any_forward(tiny_lm) -> None:  #
             with pytest.raises(ec.InvalidArgumentError, match=message):
                 ec.attention(lm, record)
             with pytest.raises(ec.InvalidArgumentError, match=message):
-                attention_rollout(lm, record)
+                ec.attribute(lm, record, "attention_rollout")
         finally:
             handle.remove()
         assert calls == [0]
     with pytest.raises(ec.InvalidTypeError, match="expected a text"):
-        ec.attention(gpt2, 42)  # type: ignore[arg-type]
+        ec.attention(gpt2, 42)  # type: ignore[call-overload]
 
 
 def _fields(record: Any) -> dict[str, Any]:
@@ -261,12 +264,12 @@ def _hand_rollout(layers: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_rollout_and_last_layer_by_hand(tiny_lm, tiny_path, family: str) -> None:  # type: ignore[no-untyped-def]
+def test_rollout_and_last_layer_by_hand(tiny_lm, tiny_path, family: str) -> None:
     lm = tiny_lm(family)
     source = _source(lm)
     ref = _reference_attentions(_eager_copy(tiny_path, family), source)
-    roll = attention_rollout(lm, source)
-    last = attention_last_layer(lm, source)
+    roll = ec.attribute(lm, source, "attention_rollout")
+    last = ec.attribute(lm, source, "attention_last_layer")
     n = len(source.tokens)
     if isinstance(source, ec.MaskedPredictions):
         rows = source.positions.tolist()
@@ -299,8 +302,8 @@ def test_rollout_and_last_layer_by_hand(tiny_lm, tiny_path, family: str) -> None
         assert rec.target_positions.tolist() == positions
         np.testing.assert_allclose(rec.scores.sum(axis=1), 1.0, atol=1e-5)
         if isinstance(source, ec.Generation):
-            for step, p in enumerate(positions):
-                assert not rec.scores[step, p:].any()  # zero beyond each step's prefix
+            for s, p in enumerate(positions):
+                assert not rec.scores[s, p:].any()  # zero beyond each step's prefix
         assert ec.load_record(rec.to_json()) == rec
     # target values: the probability of each explained token, from the eager copy's logits
     ids = torch.tensor(source.token_ids)[None]
@@ -316,17 +319,17 @@ def test_rollout_and_last_layer_by_hand(tiny_lm, tiny_path, family: str) -> None
     np.testing.assert_allclose(roll.target_values, probs.numpy(), rtol=1e-4, atol=1e-7)
 
 
-def test_rollout_of_a_classification_is_refused(tiny_lm) -> None:  # type: ignore[no-untyped-def]
+def test_rollout_of_a_classification_is_refused(tiny_lm) -> None:
     lm = tiny_lm("bert_classifier")
     rec = ec.classify(lm, "the tower is tall")
-    with pytest.raises(ec.EccoError):
-        attention_rollout(lm, rec)  # type: ignore[arg-type]
+    with pytest.raises(ec.InvalidArgumentError, match="not a Classification"):
+        ec.attribute(lm, rec, "attention_rollout")
     att = ec.attention(lm, rec)
     assert att.stack == "encoder" and att.weights.shape[2] == len(rec.tokens)
 
 
 @pytest.mark.parametrize("family", ["llama", "bart"])
-def test_bfloat16_model_matches_its_eager_copy(tiny_path, family: str) -> None:  # type: ignore[no-untyped-def]
+def test_bfloat16_model_matches_its_eager_copy(tiny_path, family: str) -> None:
     """Weights rounded to bfloat16 have rows summing to 1 only within ~2e-3: found anyway, and
     renormalised."""
     import transformers
@@ -343,5 +346,41 @@ def test_bfloat16_model_matches_its_eager_copy(tiny_path, family: str) -> None: 
         att = ec.attention(lm, source, stack=stack)
         np.testing.assert_allclose(att.weights, reference.astype(np.float32), atol=4e-3)
         np.testing.assert_allclose(att.weights.sum(-1), 1.0, atol=1e-5)
-    rollout = attention_rollout(lm, source)
+    rollout = ec.attribute(lm, source, "attention_rollout")
     np.testing.assert_allclose(rollout.scores.sum(-1), 1.0, atol=1e-5)
+
+
+def test_attention_methods_in_the_registry_and_their_options(tiny_lm) -> None:
+    """Listed and reachable by alias; options attention cannot honour are refused before any
+    forward pass, options it does not use change nothing."""
+    lm = tiny_lm("gpt2")
+    gen = ec.generate(lm, TEXT, max_new_tokens=3, min_new_tokens=3)
+    assert {"attention_rollout", "attention_last_layer"} <= set(ec.list_methods())
+    roll = ec.attribute(lm, gen, "attention_rollout")
+    assert (roll.method, roll.baseline, roll.target) == ("attention_rollout", "none", "probability")
+    assert roll.provenance.params["baseline"] == "none"
+    np.testing.assert_array_equal(ec.attribute(lm, gen, "rollout").scores, roll.scores)
+    unused = ec.attribute(
+        lm, gen, "attention_rollout", n_steps=3, batch_size=1, n_samples=2, seed=7
+    )
+    np.testing.assert_array_equal(unused.scores, roll.scores)
+    for aggregation in ("l1", "sum"):  # rows are non-negative and sum to 1 already
+        other = ec.attribute(lm, gen, "attention_rollout", aggregation=aggregation)
+        np.testing.assert_allclose(other.scores, roll.scores, rtol=1e-6)
+    hidden = lm.model.get_input_embeddings().weight.shape[1]
+    refused: list[tuple[dict[str, Any], str]] = [
+        ({"target": "logit"}, "target='logit' would have no effect"),
+        ({"foil": " the"}, "foil=' the' would have no effect"),
+        ({"baseline": "pad"}, "a baseline would have no effect"),
+        ({"baseline": torch.zeros(hidden)}, "a baseline would have no effect"),
+        ({"aggregation": "none"}, "scores whole tokens"),
+    ]
+    calls, handle = _count_forwards(lm.model)
+    try:
+        for method in ("attention_rollout", "attention_last_layer"):
+            for kwargs, message in refused:
+                with pytest.raises(ec.InvalidArgumentError, match=message):
+                    ec.attribute(lm, gen, method, **kwargs)
+    finally:
+        handle.remove()
+    assert calls == [0]

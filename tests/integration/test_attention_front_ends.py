@@ -12,7 +12,7 @@ from ecco_adapters import html as eh
 from ecco_adapters import notebook, vega
 
 
-def _record(tiny_lm) -> ec.Attention:  # type: ignore[no-untyped-def]
+def _record(tiny_lm) -> ec.Attention:
     lm = tiny_lm("bart")
     gen = ec.generate(lm, "Heathrow airport is located in", max_new_tokens=3, min_new_tokens=3)
     att = ec.attention(lm, gen, stack="cross", heads=[1, 2])
@@ -20,7 +20,7 @@ def _record(tiny_lm) -> ec.Attention:  # type: ignore[no-untyped-def]
     return att
 
 
-def test_vega_spec_holds_the_weights_and_exports(tiny_lm, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_vega_spec_holds_the_weights_and_exports(tiny_lm, tmp_path) -> None:
     att = _record(tiny_lm)
     spec = vega.spec(att)
     jsonschema.validate(spec, alt.vegalite.v6.schema.core.load_schema())
@@ -36,7 +36,7 @@ def test_vega_spec_holds_the_weights_and_exports(tiny_lm, tmp_path) -> None:  # 
     assert vega.save(att, tmp_path / "a.svg").read_text().lstrip().startswith("<svg")
 
 
-def test_html_and_widget_carry_the_record(tiny_lm) -> None:  # type: ignore[no-untyped-def]
+def test_html_and_widget_carry_the_record(tiny_lm) -> None:
     att = _record(tiny_lm)
     assert eh.view_envelope(att) == att.to_dict()
     page = eh.render(att)

@@ -102,7 +102,7 @@ def test_method_names_agree_with_the_core() -> None:
 @pytest.fixture(scope="module")
 def gpt2_run(tiny_path: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory) -> Any:
     folder = tmp_path_factory.mktemp("corpus")
-    rows = [{"id": f"q{i}", "text": t} for i, t in enumerate(PROMPTS)]
+    rows: list[dict[str, str | None]] = [{"id": f"q{i}", "text": t} for i, t in enumerate(PROMPTS)]
     rows.insert(2, {"id": "empty", "text": "   "})
     rows.insert(5, {"id": "long", "text": "word " * 300})  # the tiny model's context is 128
     rows.insert(7, {"id": "surrogate", "text": "a \ud800 b"})  # the tokenizer rejects it

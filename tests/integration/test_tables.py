@@ -44,13 +44,29 @@ def t5_records(tiny_lm: Callable[[str], ec.LM]) -> list[Record]:
     t5 = tiny_lm("t5")
     gen = ec.generate(t5, "translate the tower is tall", max_new_tokens=3, min_new_tokens=3)
     assert isinstance(gen, ec.Generation)
-    return [gen, ec.rankings(t5, gen)]
+    return [gen, ec.rankings(t5, gen), ec.attention(t5, gen, stack="cross", layers=[-1])]
+
+
+@pytest.fixture(scope="module")
+def attention_records(
+    view_records: dict[str, Record], tiny_lm: Callable[[str], ec.LM]
+) -> list[Record]:
+    """Every layer and head of a generation; a choice of heads stored as float16."""
+    gpt2 = tiny_lm("gpt2")
+    gen = view_records["Generation"]
+    assert isinstance(gen, ec.Generation)
+    return [ec.attention(gpt2, gen), ec.attention(gpt2, "the tower", heads=[1, 3], dtype="float16")]
 
 
 def test_every_kind_round_trips_through_parquet_and_pandas(
-    view_records: dict[str, Record], t5_records: list[Record], tmp_path: Path
+    view_records: dict[str, Record],
+    t5_records: list[Record],
+    attention_records: list[Record],
+    tmp_path: Path,
 ) -> None:
-    records = [*view_records.values(), *t5_records, view_records["Generation"].provenance]
+    gen = view_records["Generation"]
+    assert isinstance(gen, ec.Generation)
+    records = [*view_records.values(), *t5_records, *attention_records, gen.provenance]
     tables = ec.to_tables(records)
     assert set(tables) == set(TABLE_NAMES) - {"errors"}
     frames = _read_back(tables, tmp_path)
@@ -108,22 +124,9 @@ def _check_record(rec: Record, index: int, frames: dict[str, pd.DataFrame]) -> N
         ]
         assert set(df["target_token"]) == {rec.target_token}
     elif isinstance(rec, ec.Attributions):
-        df = _rows(frames, "attributions", index)
-        assert df["score"].dtype == np.float32
-        scores = _pivot(df, "step", "source_index", "score", rec.scores.shape)
-        np.testing.assert_array_equal(scores.astype(np.float32), rec.scores)
-        by_step = df.groupby("step")
-        np.testing.assert_array_equal(by_step["target_position"].first(), rec.target_positions)
-        np.testing.assert_array_equal(by_step["target_value"].first(), rec.target_values)
-        if rec.convergence_delta.size:
-            np.testing.assert_array_equal(
-                by_step["convergence_delta"].first(), rec.convergence_delta
-            )
-        else:
-            assert df["convergence_delta"].isna().all()
-        assert list(df.groupby("source_index")["source_token"].first()) == list(rec.tokens)
-        is_input = df["source_index"] < rec.n_input_tokens
-        assert (df["is_input"] == is_input).all()
+        _check_attributions(rec, _rows(frames, "attributions", index))
+    elif isinstance(rec, ec.Attention):
+        _check_attention(rec, _rows(frames, "attention", index), model)
     elif isinstance(rec, ec.Activations):
         df = _rows(frames, "activations", index)
         layer_row = {int(layer): i for i, layer in enumerate(rec.layers)}
@@ -132,29 +135,7 @@ def _check_record(rec: Record, index: int, frames: dict[str, pd.DataFrame]) -> N
         np.testing.assert_array_equal(values, rec.values)
         assert list(df.groupby("position")["token"].first()) == list(rec.tokens)
     elif isinstance(rec, ec.Factorization):
-        loads = frames["factor_loadings"]
-        loads = loads[loads["factorization"] == index]
-        neuron_col = {
-            (int(layer), int(n)): j
-            for j, (layer, n) in enumerate(zip(rec.neuron_layers, rec.neuron_indices, strict=True))
-        }
-        cols = [neuron_col[(a, b)] for a, b in zip(loads["layer"], loads["neuron"], strict=True)]
-        h = np.full(rec.neuron_factors.shape, np.nan, dtype=np.float32)
-        h[loads["factor"].to_numpy(), cols] = loads["loading"]
-        np.testing.assert_array_equal(h, rec.neuron_factors)
-        examples = frames["factor_examples"]
-        examples = examples[examples["factorization"] == index]
-        # every position of every factor is listed, ranked by activation (1 = strongest)
-        assert len(examples) == rec.token_factors.size
-        starts = {t: int(np.flatnonzero(rec.text_index == t)[0]) for t in set(rec.text_index)}
-        for row in examples.itertuples():
-            g = starts[row.prompt_id] + row.position
-            assert row.activation == rec.token_factors[row.factor, g]
-            assert row.token == rec.tokens[g] and f"[{row.token}]" in row.context
-        for f, group in examples.groupby("factor"):
-            ordered = group.sort_values("rank")["activation"].to_numpy()
-            assert (np.diff(ordered) <= 0).all()
-            assert ordered[0] == rec.token_factors[f].max()
+        _check_factorization(rec, index, frames)
     elif isinstance(rec, ec.MaskedPredictions):
         df = _rows(frames, "masked_predictions", index)
         row_of = {int(p): i for i, p in enumerate(rec.positions)}
@@ -173,6 +154,65 @@ def _check_record(rec: Record, index: int, frames: dict[str, pd.DataFrame]) -> N
         assert df.loc[0, "model"] == rec.model and df.loc[0, "function"] == rec.function
     else:
         raise AssertionError(f"no check for {type(rec).__name__}")
+
+
+def _check_attributions(rec: ec.Attributions, df: pd.DataFrame) -> None:
+    assert df["score"].dtype == np.float32
+    scores = _pivot(df, "step", "source_index", "score", rec.scores.shape)
+    np.testing.assert_array_equal(scores.astype(np.float32), rec.scores)
+    by_step = df.groupby("step")
+    np.testing.assert_array_equal(by_step["target_position"].first(), rec.target_positions)
+    np.testing.assert_array_equal(by_step["target_value"].first(), rec.target_values)
+    if rec.convergence_delta.size:
+        np.testing.assert_array_equal(by_step["convergence_delta"].first(), rec.convergence_delta)
+    else:
+        assert df["convergence_delta"].isna().all()
+    assert list(df.groupby("source_index")["source_token"].first()) == list(rec.tokens)
+    is_input = df["source_index"] < rec.n_input_tokens
+    assert (df["is_input"] == is_input).all()
+
+
+def _check_factorization(
+    rec: ec.Factorization, index: int, frames: dict[str, pd.DataFrame]
+) -> None:
+    loads = frames["factor_loadings"]
+    loads = loads[loads["factorization"] == index]
+    neuron_col = {
+        (int(layer), int(n)): j
+        for j, (layer, n) in enumerate(zip(rec.neuron_layers, rec.neuron_indices, strict=True))
+    }
+    cols = [neuron_col[(a, b)] for a, b in zip(loads["layer"], loads["neuron"], strict=True)]
+    h = np.full(rec.neuron_factors.shape, np.nan, dtype=np.float32)
+    h[loads["factor"].to_numpy(), cols] = loads["loading"]
+    np.testing.assert_array_equal(h, rec.neuron_factors)
+    examples = frames["factor_examples"]
+    examples = examples[examples["factorization"] == index]
+    # every position of every factor is listed, ranked by activation (1 = strongest)
+    assert len(examples) == rec.token_factors.size
+    starts = {t: int(np.flatnonzero(rec.text_index == t)[0]) for t in set(rec.text_index)}
+    for row in examples.itertuples():
+        g = starts[row.prompt_id] + row.position
+        assert row.activation == rec.token_factors[row.factor, g]
+        assert row.token == rec.tokens[g] and f"[{row.token}]" in row.context
+    for f, group in examples.groupby("factor"):
+        ordered = group.sort_values("rank")["activation"].to_numpy()
+        assert (np.diff(ordered) <= 0).all()
+        assert ordered[0] == rec.token_factors[f].max()
+
+
+def _check_attention(rec: ec.Attention, df: pd.DataFrame, model: str | None) -> None:
+    assert df["weight"].dtype == np.float32 and len(df) == rec.weights.size
+    layer_row = {int(layer): i for i, layer in enumerate(rec.layers)}
+    head_col = {int(head): i for i, head in enumerate(rec.heads)}
+    weights = np.full(rec.weights.shape, np.nan, dtype=np.float32)
+    query = df["query_index"].to_numpy() - rec.query_start
+    key = df["key_index"].to_numpy() - rec.key_start
+    weights[df["layer"].map(layer_row), df["head"].map(head_col), query, key] = df["weight"]
+    np.testing.assert_array_equal(weights, rec.weights.astype(np.float32))
+    assert [rec.tokens[i] for i in df["query_index"]] == list(df["query_token"])
+    assert [rec.tokens[i] for i in df["key_index"]] == list(df["key_token"])
+    assert list(df.groupby("layer")["layer_label"].first()) == list(rec.layer_labels)
+    assert set(df["stack"]) == {rec.stack} and set(df["model"]) == {model}
 
 
 def _depth_by_loop(ranks: np.ndarray) -> list[int | None]:
@@ -253,15 +293,15 @@ def test_attribution_rows_for_a_hand_made_record() -> None:
     rec = ec.Attributions(
         scores=scores,
         values=np.zeros((0, 0, 0)),
-        token_ids=[4, 5, 6],
+        token_ids=np.array([4, 5, 6]),
         tokens=["a", "b", "c"],
         n_input_tokens=2,
         n_encoder_tokens=0,
-        target_positions=[2, 3 - 1],
-        target_ids=[6, 6],
+        target_positions=np.array([2, 3 - 1]),
+        target_ids=np.array([6, 6]),
         foil_id=-1,
-        target_values=[0.5, 0.25],
-        convergence_delta=[],
+        target_values=np.array([0.5, 0.25]),
+        convergence_delta=np.zeros(0),
         method="saliency",
         target="probability",
         aggregation="l2",

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ecco_core as ec
-from ecco_core.attention import encoder_decoder_rollout, rollout
+from ecco_core.attribution.attention_methods import encoder_decoder_rollout, rollout
 from ecco_core.testing import fixed_provenance
 
 TOKENS = ["<s>", "The", " tower", " is", " in", " Paris"]
@@ -63,12 +63,12 @@ def attention_records(draw: st.DrawFn) -> ec.Attention:
     tokens = draw(st.lists(st.text(max_size=6), min_size=n, max_size=n))
     return ec.Attention(
         weights=_softmax_rows(raw).astype(dtype),
-        layers=list(range(layers)),
-        heads=list(range(heads)),
+        layers=np.arange(layers),
+        heads=np.arange(heads),
         n_model_heads=heads,
         layer_labels=[f"layer {i}" for i in range(layers)],
         stack=draw(st.sampled_from(["encoder", "decoder"])),
-        token_ids=list(range(n)),
+        token_ids=np.arange(n),
         tokens=tokens,
         n_input_tokens=n,
         query_start=0,

@@ -35,3 +35,36 @@ def test_version_comes_from_package_metadata() -> None:
     import importlib.metadata
 
     assert ecco_core.__version__ == importlib.metadata.version("ecco-core")
+
+
+COMPUTE = ("generation", "lens", "neurons", "attribution", "attention")
+
+
+def _core_imports(path: Path, root: Path) -> set[str]:
+    """First-level ecco_core module names that ``path`` imports (relative or absolute)."""
+    package = path.relative_to(root).parts[:-1]  # () for ecco_core/x.py
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        if node.level:
+            base = list(package[: len(package) - (node.level - 1)])
+            parts = base + (node.module.split(".") if node.module else [])
+            names = [parts] if node.module else [[*base, a.name] for a in node.names]
+        elif node.module and node.module.split(".")[0] == "ecco_core":
+            names = [node.module.split(".")[1:]]
+        else:
+            continue
+        found |= {n[0] for n in names if n}
+    return found
+
+
+def test_compute_modules_never_import_each_other() -> None:
+    """docs/architecture.md: what compute modules share lives below them."""
+    root = Path(ecco_core.__file__).parent
+    for path in root.rglob("*.py"):
+        own = path.relative_to(root).parts[0].removesuffix(".py")
+        if own not in COMPUTE:
+            continue
+        sideways = (_core_imports(path, root) & set(COMPUTE)) - {own}
+        assert not sideways, f"{path.relative_to(root)} imports {sorted(sideways)}"
