@@ -145,3 +145,40 @@ def test_cache_reuses_a_batch_and_keeps_records_apart(tiny_lm) -> None:
         expected = ec.layer_predictions(lm, g, p, top_k=3).probs
         np.testing.assert_allclose(pred.probs, expected, rtol=RTOL, atol=ATOL)
     np.testing.assert_array_equal(alone.ranks, ec.rankings(lm, gens[1]).ranks)
+
+
+def _activation_inputs(lm: ec.LM, family: str) -> list:
+    """Texts and records mixed (for an encoder-decoder model: texts read the encoder,
+    generations the decoder, so both stacks run in one call)."""
+    if family in MASKED_FAMILIES:
+        return [*PROMPTS[:2], *_masked(lm), PROMPTS[2]]
+    _, gens = _records(lambda _: lm, family)
+    return [PROMPTS[0], gens[1], gens[2], PROMPTS[3], gens[4], PROMPTS[1]]
+
+
+@pytest.mark.parametrize("batch_size", BATCH_SIZES)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_activations_batched_equal_one_at_a_time(tiny_lm, family: str, batch_size: int) -> None:
+    lm = tiny_lm(family)
+    inputs = _activation_inputs(lm, family)
+    batched = ec.activations(lm, inputs, layers=[0, -1], batch_size=batch_size)
+    assert len(batched) == len(inputs)
+    for source, got in zip(inputs, batched, strict=True):
+        alone = ec.activations(lm, source, layers=[0, -1])
+        assert got.stack == alone.stack and got.tokens == alone.tokens
+        assert got.values.shape == alone.values.shape
+        np.testing.assert_allclose(got.values, alone.values, rtol=RTOL, atol=1e-5)
+
+
+def test_activations_of_both_stacks_in_one_batch(tiny_lm) -> None:
+    lm, gens = _records(tiny_lm, "t5")
+    encoder = ec.activations(lm, gens, stack="encoder", batch_size=3)
+    decoder = ec.activations(lm, gens, stack="decoder", batch_size=3)
+    for gen, enc, dec in zip(gens, encoder, decoder, strict=True):
+        assert enc.values.shape[-1] == gen.n_encoder_tokens
+        assert dec.values.shape[-1] == gen.n_tokens - gen.n_encoder_tokens
+        np.testing.assert_allclose(
+            enc.values, ec.activations(lm, gen, stack="encoder").values, rtol=RTOL, atol=1e-5
+        )
+    with pytest.raises(ec.InvalidArgumentError, match="batch_size"):
+        ec.activations(lm, gens, batch_size=0)
