@@ -182,3 +182,19 @@ def test_activations_of_both_stacks_in_one_batch(tiny_lm) -> None:
         )
     with pytest.raises(ec.InvalidArgumentError, match="batch_size"):
         ec.activations(lm, gens, batch_size=0)
+
+
+@pytest.mark.parametrize("batch_size", BATCH_SIZES)
+@pytest.mark.parametrize("family", GENERATING)
+def test_generate_batched_equals_one_at_a_time(tiny_lm, family: str, batch_size: int) -> None:
+    lm = tiny_lm(family)
+    batched = ec.generate(
+        lm, list(PROMPTS), max_new_tokens=4, min_new_tokens=4, batch_size=batch_size
+    )
+    assert len(batched) == len(PROMPTS)
+    for text, got in zip(PROMPTS, batched, strict=True):
+        alone = ec.generate(lm, text, max_new_tokens=4, min_new_tokens=4)
+        np.testing.assert_array_equal(got.token_ids, alone.token_ids)
+        assert got.n_input_tokens == alone.n_input_tokens
+        np.testing.assert_allclose(got.top_probs, alone.top_probs, rtol=RTOL, atol=ATOL)
+        np.testing.assert_array_equal(got.top_ids[:, 0], alone.top_ids[:, 0])
