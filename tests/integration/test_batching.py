@@ -198,3 +198,22 @@ def test_generate_batched_equals_one_at_a_time(tiny_lm, family: str, batch_size:
         assert got.n_input_tokens == alone.n_input_tokens
         np.testing.assert_allclose(got.top_probs, alone.top_probs, rtol=RTOL, atol=ATOL)
         np.testing.assert_array_equal(got.top_ids[:, 0], alone.top_ids[:, 0])
+
+
+@pytest.mark.parametrize("family", [*FAMILIES, "bert_classifier"])
+def test_attribute_list_equals_one_at_a_time(tiny_lm, family: str) -> None:
+    if family == "bert_classifier":
+        lm = tiny_lm(family)
+        recs: list = [ec.classify(lm, text) for text in PROMPTS[:3]]
+    else:
+        lm, recs = _records(tiny_lm, family)
+        recs = recs[:3]
+    for method in ("integrated_gradients", "saliency"):
+        batched = ec.attribute(lm, recs, method, n_steps=4, progress=False)
+        assert isinstance(batched, tuple) and len(batched) == len(recs)
+        for rec, got in zip(recs, batched, strict=True):
+            alone = ec.attribute(lm, rec, method, n_steps=4, progress=False)
+            np.testing.assert_array_equal(got.scores, alone.scores)
+            np.testing.assert_array_equal(got.target_ids, alone.target_ids)
+    with pytest.raises(ec.InvalidArgumentError, match="empty"):
+        ec.attribute(lm, [])
