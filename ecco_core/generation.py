@@ -16,22 +16,10 @@ from .capture import analysis_mode
 from .checks import check_int, check_prompts
 from .errors import InvalidArgumentError
 from .head import top_k_softmax
-from .inputs import encode_text
+from .inputs import chunks, encode_text, pad_id
 from .loading import LM, what_works
 from .records import Classification, Generation, MaskedPredictions
 from .tokens import display_tokens, token_table
-
-
-def _pad_id(lm: LM) -> int:
-    tok = lm.tokenizer
-    for value in (
-        tok.pad_token_id,
-        tok.eos_token_id,
-        getattr(lm.model.config, "pad_token_id", None),
-    ):
-        if isinstance(value, int):
-            return value
-    return 0
 
 
 def _eos_ids(lm: LM) -> set[int]:
@@ -101,131 +89,27 @@ def _check_sampling(
         check_int("seed", seed, 0)
 
 
-@overload
-def generate(
+def _generate_batch(
     lm: LM,
-    prompt: str,
-    *,
-    max_new_tokens: int = ...,
-    min_new_tokens: int | None = ...,
-    do_sample: bool = ...,
-    temperature: float | None = ...,
-    top_k: int | None = ...,
-    top_p: float | None = ...,
-    num_beams: int = ...,
-    seed: int | None = ...,
-    top_predictions: int = ...,
-) -> Generation: ...
-
-
-@overload
-def generate(
-    lm: LM,
-    prompt: list[str] | tuple[str, ...],
-    *,
-    max_new_tokens: int = ...,
-    min_new_tokens: int | None = ...,
-    do_sample: bool = ...,
-    temperature: float | None = ...,
-    top_k: int | None = ...,
-    top_p: float | None = ...,
-    num_beams: int = ...,
-    seed: int | None = ...,
-    top_predictions: int = ...,
-) -> tuple[Generation, ...]: ...
-
-
-def generate(
-    lm: LM,
-    prompt: str | list[str] | tuple[str, ...],
-    *,
-    max_new_tokens: int = 8,
-    min_new_tokens: int | None = None,
-    do_sample: bool = False,
-    temperature: float | None = None,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    num_beams: int = 1,
-    seed: int | None = None,
-    top_predictions: int = 10,
-) -> Generation | tuple[Generation, ...]:
-    """Generate a continuation and record the top-k predictions at each step.
-
-    Parameters
-    ----------
-    lm : handle from :func:`ecco_core.load` (causal or encoder-decoder model).
-    prompt : one prompt, or a list of prompts (generated as one padded batch).
-    max_new_tokens, min_new_tokens : length of the continuation (``min_new_tokens`` stops an
-        early end-of-sequence token).
-    do_sample, temperature, top_k, top_p, num_beams : as in ``model.generate``.
-    seed : seed for sampling; the global random state is left as it was.
-    top_predictions : k, the number of most probable tokens kept for each step.
-
-    Returns
-    -------
-    Generation, or a tuple of them (one per prompt) when ``prompt`` is a list.
-    """
-    if lm.spec.kind not in ("causal", "encoder-decoder"):
-        raise InvalidArgumentError(
-            f"{lm.name} is a {lm.spec.kind} model and does not generate text; "
-            f"{what_works(lm.spec.kind)}"
-        )
-    prompts, single = check_prompts(prompt)
-    max_new_tokens = check_int("max_new_tokens", max_new_tokens, 1)
-    if min_new_tokens is not None:
-        min_new_tokens = check_int("min_new_tokens", min_new_tokens, 0, max_new_tokens)
-    num_beams = check_int("num_beams", num_beams, 1)
-    top_predictions = check_int("top_predictions", top_predictions, 1, lm.spec.vocab_size)
-    _check_sampling(temperature, top_k, top_p, seed)
-    encoded = _encode(lm, prompts, max_new_tokens)
-
+    prompts: list[str],
+    encoded: list[list[int]],
+    options: dict[str, Any],
+    params: dict[str, Any],
+) -> list[Generation]:
+    """One padded ``model.generate`` call (left padding for causal models, whose position ids
+    ``model.generate`` derives from the attention mask) and its records."""
     causal = lm.spec.kind == "causal"
-    pad = _pad_id(lm)
-    inputs = _batch(encoded, pad, left=causal, device=lm.device)
-    options: dict[str, Any] = {
-        "max_new_tokens": max_new_tokens,
-        "do_sample": bool(do_sample),
-        "num_beams": num_beams,
-        "output_logits": True,
-        "return_dict_in_generate": True,
-        "pad_token_id": pad,
-    }
-    if min_new_tokens:
-        options["min_new_tokens"] = min_new_tokens
-    if do_sample:
-        options.update(
-            {
-                k: v
-                for k, v in (("temperature", temperature), ("top_k", top_k), ("top_p", top_p))
-                if v is not None
-            }
-        )
-    devices = [lm.device] if lm.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices, enabled=seed is not None):
-        if seed is not None:
-            torch.manual_seed(seed)
-        with analysis_mode(lm.model), torch.inference_mode():
-            out = cast(Any, lm.model).generate(**inputs, **options)
-
+    inputs = _batch(encoded, options["pad_token_id"], left=causal, device=lm.device)
+    with analysis_mode(lm.model), torch.inference_mode():
+        out = cast(Any, lm.model).generate(**inputs, **options)
     width = inputs["input_ids"].shape[1]
     start = width if causal else 1
     steps = torch.stack(out.logits, dim=0)  # [n_steps, batch * beams, vocab]
-    if num_beams > 1:
+    if options["num_beams"] > 1:
         beams = out.beam_indices[:, : steps.shape[0]].clamp(min=0)  # [batch, n_steps]
         steps = steps[torch.arange(steps.shape[0])[:, None], beams.T.to(steps.device)]
-    top_ids, top_probs = _top_k(steps, top_predictions)  # [n_steps, batch, k]
+    top_ids, top_probs = _top_k(steps, params["top_predictions"])  # [n_steps, batch, k]
     eos = _eos_ids(lm)
-    params = {
-        "max_new_tokens": max_new_tokens,
-        "min_new_tokens": min_new_tokens,
-        "do_sample": bool(do_sample),
-        "temperature": temperature,
-        "top_k": top_k,
-        "top_p": top_p,
-        "num_beams": num_beams,
-        "seed": seed,
-        "top_predictions": top_predictions,
-    }
     records = []
     for b, text in enumerate(prompts):
         generated = out.sequences[b, start:].tolist()
@@ -255,6 +139,134 @@ def generate(
                 provenance=lm.provenance("generate", params),
             )
         )
+    return records
+
+
+@overload
+def generate(
+    lm: LM,
+    prompt: str,
+    *,
+    max_new_tokens: int = ...,
+    min_new_tokens: int | None = ...,
+    do_sample: bool = ...,
+    temperature: float | None = ...,
+    top_k: int | None = ...,
+    top_p: float | None = ...,
+    num_beams: int = ...,
+    seed: int | None = ...,
+    top_predictions: int = ...,
+    batch_size: int | None = ...,
+) -> Generation: ...
+
+
+@overload
+def generate(
+    lm: LM,
+    prompt: list[str] | tuple[str, ...],
+    *,
+    max_new_tokens: int = ...,
+    min_new_tokens: int | None = ...,
+    do_sample: bool = ...,
+    temperature: float | None = ...,
+    top_k: int | None = ...,
+    top_p: float | None = ...,
+    num_beams: int = ...,
+    seed: int | None = ...,
+    top_predictions: int = ...,
+    batch_size: int | None = ...,
+) -> tuple[Generation, ...]: ...
+
+
+def generate(
+    lm: LM,
+    prompt: str | list[str] | tuple[str, ...],
+    *,
+    max_new_tokens: int = 8,
+    min_new_tokens: int | None = None,
+    do_sample: bool = False,
+    temperature: float | None = None,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    num_beams: int = 1,
+    seed: int | None = None,
+    top_predictions: int = 10,
+    batch_size: int | None = None,
+) -> Generation | tuple[Generation, ...]:
+    """Generate a continuation and record the top-k predictions at each step.
+
+    Parameters
+    ----------
+    lm : handle from :func:`ecco_core.load` (causal or encoder-decoder model).
+    prompt : one prompt, or a list of prompts (generated in padded batches; prompts of
+        different lengths give the records they give alone, up to float rounding).
+    max_new_tokens, min_new_tokens : length of the continuation (``min_new_tokens`` stops an
+        early end-of-sequence token).
+    do_sample, temperature, top_k, top_p, num_beams : as in ``model.generate``.
+    seed : seed for sampling; the global random state is left as it was.
+    top_predictions : k, the number of most probable tokens kept for each step.
+    batch_size : prompts per ``model.generate`` call, for a list (default: all at once).
+        Sampling with a seed draws from one random stream across the batches, so sampled
+        tokens depend on the batch size.
+
+    Returns
+    -------
+    Generation, or a tuple of them (one per prompt) when ``prompt`` is a list.
+    """
+    if lm.spec.kind not in ("causal", "encoder-decoder"):
+        raise InvalidArgumentError(
+            f"{lm.name} is a {lm.spec.kind} model and does not generate text; "
+            f"{what_works(lm.spec.kind)}"
+        )
+    prompts, single = check_prompts(prompt)
+    max_new_tokens = check_int("max_new_tokens", max_new_tokens, 1)
+    if min_new_tokens is not None:
+        min_new_tokens = check_int("min_new_tokens", min_new_tokens, 0, max_new_tokens)
+    num_beams = check_int("num_beams", num_beams, 1)
+    top_predictions = check_int("top_predictions", top_predictions, 1, lm.spec.vocab_size)
+    _check_sampling(temperature, top_k, top_p, seed)
+    if batch_size is not None:
+        batch_size = check_int("batch_size", batch_size, 1)
+    encoded = _encode(lm, prompts, max_new_tokens)
+
+    pad = pad_id(lm)
+    options: dict[str, Any] = {
+        "max_new_tokens": max_new_tokens,
+        "do_sample": bool(do_sample),
+        "num_beams": num_beams,
+        "output_logits": True,
+        "return_dict_in_generate": True,
+        "pad_token_id": pad,
+    }
+    if min_new_tokens:
+        options["min_new_tokens"] = min_new_tokens
+    if do_sample:
+        options.update(
+            {
+                k: v
+                for k, v in (("temperature", temperature), ("top_k", top_k), ("top_p", top_p))
+                if v is not None
+            }
+        )
+    params = {
+        "max_new_tokens": max_new_tokens,
+        "min_new_tokens": min_new_tokens,
+        "do_sample": bool(do_sample),
+        "temperature": temperature,
+        "top_k": top_k,
+        "top_p": top_p,
+        "num_beams": num_beams,
+        "seed": seed,
+        "top_predictions": top_predictions,
+    }
+    records: list[Generation] = []
+    devices = [lm.device] if lm.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices, enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        for part in chunks(len(prompts), batch_size):
+            texts = [prompts[i] for i in part]
+            records += _generate_batch(lm, texts, [encoded[i] for i in part], options, params)
     return records[0] if single else tuple(records)
 
 

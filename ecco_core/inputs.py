@@ -7,10 +7,15 @@ position. :func:`split_stacks` is the only code that splits a sequence (of ids, 
 embeddings) into encoder and decoder inputs; the logit lens, neuron activations and
 attributions all go through it.
 
-Shape for batching: every tensor here has a leading batch dimension (of 1 today). A batch of
-records would hold one :class:`ModelInputs` per record plus the padded tensors and an
-``attention_mask``; each record's rows then shift by its padding (left padding for causal
-models), which :meth:`ModelInputs.row` is the one place to account for.
+Batches: :func:`pad_batch` runs several sequences together. A batch holds one
+:class:`ModelInputs` per record plus the padded tensors and their attention masks. Teacher-forced
+passes (logit lens, activations) pad on the right: each record's real tokens keep positions
+``0..n-1`` (learned and rotary position embeddings, ALiBi and T5's relative buckets all see
+what they see alone), a causal mask keeps the pads after them out of their rows, and the mask
+keeps them out of bidirectional attention. So each record's rows are its own
+(:meth:`ModelInputs.row`), with no shift. Encoder-decoder models pad encoder and decoder tokens
+separately. (Generation pads on the left, as ``model.generate`` needs; see
+:mod:`ecco_core.generation`.)
 """
 
 from __future__ import annotations
@@ -61,6 +66,19 @@ def watch_ids(lm: LM, watch: Sequence[int | str]) -> list[int]:
         else:
             ids.append(check_int("watch token id", item, 0, lm.spec.vocab_size - 1))
     return ids
+
+
+def pad_id(lm: LM) -> int:
+    """The id written in padded places (the tokenizer's pad, else end-of-sequence, else 0)."""
+    tok = lm.tokenizer
+    for value in (
+        tok.pad_token_id,
+        tok.eos_token_id,
+        getattr(lm.model.config, "pad_token_id", None),
+    ):
+        if isinstance(value, int):
+            return value
+    return 0
 
 
 def split_stacks(x: torch.Tensor, n_encoder: int, *, embeds: bool = False) -> dict[str, Any]:
@@ -183,3 +201,75 @@ def model_inputs(lm: LM, source: Source) -> ModelInputs:
         n_encoder_tokens=n_enc,
         row_offset=row_offset,
     )
+
+
+def chunks(n: int, batch_size: int | None) -> list[range]:
+    """Indices ``0..n-1`` in consecutive batches of at most ``batch_size`` (None: one batch)."""
+    size = n if batch_size is None else batch_size
+    return [range(start, min(start + size, n)) for start in range(0, n, max(1, size))]
+
+
+def _pad_right(
+    rows: Sequence[torch.Tensor], pad: int, prefix: str
+) -> tuple[dict[str, Any], list[int]]:
+    """Forward arguments for 1-d id tensors padded on the right: ``{prefix}input_ids`` [B, width]
+    and, when some row is shorter than the widest, ``{prefix}attention_mask`` [B, width]."""
+    lengths = [int(row.shape[0]) for row in rows]
+    width = max(lengths)
+    if min(lengths) == width:
+        return {f"{prefix}input_ids": torch.stack(list(rows))}, lengths
+    ids = torch.full((len(rows), width), pad, dtype=torch.long, device=rows[0].device)
+    mask = torch.zeros((len(rows), width), dtype=torch.long, device=rows[0].device)
+    for i, row in enumerate(rows):
+        ids[i, : lengths[i]] = row
+        mask[i, : lengths[i]] = 1
+    return {f"{prefix}input_ids": ids, f"{prefix}attention_mask": mask}, lengths
+
+
+@attrs.frozen(kw_only=True)
+class Batch:
+    """Several sequences as one right-padded batch (see the module docstring).
+
+    Attributes
+    ----------
+    members : one :class:`ModelInputs` per record, in order.
+    inputs : keyword arguments of the model's forward: ``input_ids`` [B, width] (and
+        ``decoder_input_ids`` [B, decoder width] for an encoder-decoder model's decoder), with an
+        ``attention_mask`` (``decoder_attention_mask``) [B, width] where rows differ in length.
+    lengths : [B] real tokens of each record in the stack whose outputs are read (the
+        decoder of an encoder-decoder model unless ``stack="encoder"``); row ``r`` of record
+        ``b``'s outputs is at ``[b, r]`` for ``r < lengths[b]``.
+    """
+
+    members: tuple[ModelInputs, ...]
+    inputs: dict[str, Any]
+    lengths: tuple[int, ...]
+
+
+def pad_batch(lm: LM, members: Sequence[ModelInputs], stack: str | None = None) -> Batch:
+    """Pad ``members`` (inputs of one model) together on the right.
+
+    ``stack="encoder"`` keeps only an encoder-decoder model's encoder tokens (as
+    :meth:`ModelInputs.stack`); otherwise every member of an encoder-decoder model must have
+    decoder tokens, or none may (a text: the encoder runs alone).
+    """
+    if not members:
+        raise InvalidArgumentError("no inputs to batch")
+    pad = pad_id(lm)
+    n_enc = [m.n_encoder_tokens for m in members]
+    if not any(n_enc):
+        inputs, lengths = _pad_right([m.ids[0] for m in members], pad, "")
+        return Batch(members=tuple(members), inputs=inputs, lengths=tuple(lengths))
+    encoder = [m.ids[0, : m.n_encoder_tokens] for m in members]
+    inputs, lengths = _pad_right(encoder, pad, "")
+    decoder = [m.ids[0, m.n_encoder_tokens :] for m in members]
+    has_decoder = [len(d) > 0 for d in decoder]
+    if stack != "encoder" and any(has_decoder):
+        if not all(has_decoder):
+            raise InvalidArgumentError(
+                "a batch mixes texts and generations of an encoder-decoder model; "
+                "pass one kind, or stack='encoder'"
+            )
+        decoder_inputs, lengths = _pad_right(decoder, pad, "decoder_")
+        inputs.update(decoder_inputs)
+    return Batch(members=tuple(members), inputs=inputs, lengths=tuple(lengths))

@@ -13,11 +13,11 @@ import numpy as np
 import torch
 
 from .capture import capture_inputs
-from .checks import check_choice
+from .checks import check_choice, check_int
 from .dtypes import dtype_name, resolve_dtype
 from .errors import InvalidArgumentError, InvalidTypeError
 from .forward import run_body
-from .inputs import STACKS, model_inputs
+from .inputs import STACKS, Batch, chunks, model_inputs, pad_batch
 from .loading import LM
 from .model_spec import modules
 from .records import Activations, Generation, MaskedPredictions
@@ -69,42 +69,56 @@ def select_layers(requested: Sequence[int] | int | None, n_layers: int) -> list[
     return sorted(chosen)
 
 
-def _one(lm: LM, source: Source, layers: Any, dtype: str, stack: str) -> Activations:
+def _values(captured: Sequence[torch.Tensor | None], batch: Batch, dtype: str) -> list[np.ndarray]:
+    """Per member: [n_layers, n_neurons, n_positions] activations from the captured FFN
+    inputs (each [B, width, neurons]; some models (OPT) flatten batch and positions before the
+    FFN, so reshape rather than index)."""
+    n_members = len(batch.members)
+    layers = [
+        c.detach().reshape(n_members, -1, c.shape[-1]).to("cpu", torch.float32)
+        for c in captured
+        if c is not None
+    ]
+    stacked = torch.stack(layers).numpy()  # [n_layers, B, width, neurons]
+    return [
+        np.ascontiguousarray(stacked[:, b, :n].transpose(0, 2, 1)).astype(dtype)
+        for b, n in enumerate(batch.lengths)
+    ]
+
+
+def _run(lm: LM, sources: Sequence[Any], layers: Any, dtype: str, stack: str) -> list[Activations]:
+    """Activations of ``sources`` (all read from ``stack``) from one padded forward pass."""
     spec = lm.spec
     paths = stack_ffn_out(lm, stack)
     chosen = select_layers(layers, len(paths))
-    if not isinstance(source, (str, Generation, MaskedPredictions)):
-        raise InvalidTypeError(
-            f"expected a text, a Generation or MaskedPredictions, got {type(source).__name__}"
-        )
-    inputs, ids, n_input = model_inputs(lm, source).stack(stack)
+    seqs = [model_inputs(lm, source) for source in sources]
+    seen = [seq.stack(stack) for seq in seqs]  # (arguments, ids read, n input) of each alone
+    batch = pad_batch(lm, seqs, stack)
     with capture_inputs(modules(lm.model, [paths[i] for i in chosen])) as captured:
-        run_body(lm, inputs)
-    values = np.stack(
-        # [positions, neurons] -> [neurons, positions]; some models (OPT) flatten batch and
-        # positions before the FFN, so reshape rather than index the batch.
-        [
-            c.detach().reshape(-1, c.shape[-1]).to("cpu", torch.float32).numpy().T
-            for c in captured
-            if c is not None
-        ]
-    ).astype(dtype)
-    if values.shape[0] != len(chosen):
+        run_body(lm, batch.inputs)
+    if sum(c is not None for c in captured) != len(chosen):
         raise InvalidArgumentError("some FFN layers did not run; check spec.ffn_out")
     labels = spec.layer_labels(
         "encoder" if spec.kind == "encoder-decoder" and stack == "encoder" else "decoder"
     )
-    _, shown = display_tokens(lm.tokenizer, ids.tolist())
-    return Activations(
-        values=values,
-        layers=np.array(chosen, dtype=np.int64),
-        layer_labels=[labels[i] for i in chosen],
-        stack=stack,
-        token_ids=np.array(ids, dtype=np.int64),
-        tokens=shown,
-        n_input_tokens=n_input,
-        provenance=lm.provenance("activations", {"layers": chosen, "stack": stack, "dtype": dtype}),
-    )
+    records = []
+    for values, (_, ids, n_input) in zip(_values(captured, batch, dtype), seen, strict=True):
+        _, shown = display_tokens(lm.tokenizer, ids.tolist())
+        records.append(
+            Activations(
+                values=values,
+                layers=np.array(chosen, dtype=np.int64),
+                layer_labels=[labels[i] for i in chosen],
+                stack=stack,
+                token_ids=np.array(ids, dtype=np.int64),
+                tokens=shown,
+                n_input_tokens=n_input,
+                provenance=lm.provenance(
+                    "activations", {"layers": chosen, "stack": stack, "dtype": dtype}
+                ),
+            )
+        )
+    return records
 
 
 @overload
@@ -115,6 +129,7 @@ def activations(
     layers: Sequence[int] | int | None = ...,
     dtype: str | torch.dtype | None = ...,
     stack: str | None = ...,
+    batch_size: int | None = ...,
 ) -> Activations: ...
 
 
@@ -126,6 +141,7 @@ def activations(
     layers: Sequence[int] | int | None = ...,
     dtype: str | torch.dtype | None = ...,
     stack: str | None = ...,
+    batch_size: int | None = ...,
 ) -> tuple[Activations, ...]: ...
 
 
@@ -136,19 +152,22 @@ def activations(
     layers: Sequence[int] | int | None = None,
     dtype: str | torch.dtype | None = None,
     stack: str | None = None,
+    batch_size: int | None = None,
 ) -> Activations | tuple[Activations, ...]:
     """FFN neuron activations at every position (prompt and generated tokens).
 
     Parameters
     ----------
     gen_or_text : a text, a :class:`Generation`, a :class:`MaskedPredictions`, or a list of
-        them (one record each, positions of each kept apart).
+        them (one record each, positions of each kept apart), run as padded batches.
     layers : block indices to capture (default all); only those are held in memory.
     dtype : ``float32`` (default), ``float16`` or ``float64`` for the values, in any spelling
         (``"fp16"``, ``"half"``, ``torch.float16``, ...; see :mod:`ecco_core.dtypes`).
     stack : ``decoder`` or ``encoder``. Decoder-only models have only a decoder stack, masked and
         encoder models only an encoder stack; encoder-decoder models have both (default:
         ``encoder`` for a text, ``decoder`` for a Generation).
+    batch_size : inputs per forward pass, for a list (default: all at once). Inputs read from
+        different stacks (texts and generations of an encoder-decoder model) run apart.
 
     Returns
     -------
@@ -156,15 +175,29 @@ def activations(
     """
     allowed = (torch.float16, torch.float32, torch.float64)
     dtype = dtype_name(resolve_dtype(dtype or "float32", "dtype", allowed))
+    if batch_size is not None:
+        batch_size = check_int("batch_size", batch_size, 1)
     single = isinstance(gen_or_text, (str, Generation, MaskedPredictions))
     sources: list[Any] = [gen_or_text] if single else list(cast(Sequence[Source], gen_or_text))
     if not sources:
         raise InvalidArgumentError("no texts given")
-    records = []
-    for source in sources:
+    stacks: dict[str, list[int]] = {}
+    for i, source in enumerate(sources):
+        if not isinstance(source, (str, Generation, MaskedPredictions)):
+            raise InvalidTypeError(
+                f"expected a text, a Generation or MaskedPredictions, got {type(source).__name__}"
+            )
         chosen_stack = stack
         if chosen_stack is None:
             text_to_enc_dec = isinstance(source, str) and lm.spec.kind == "encoder-decoder"
             chosen_stack = "encoder" if text_to_enc_dec else main_stack(lm.spec.kind)
-        records.append(_one(lm, source, layers, dtype, chosen_stack))
-    return records[0] if single else tuple(records)
+        stacks.setdefault(chosen_stack, []).append(i)
+    records: list[Activations | None] = [None] * len(sources)
+    for chosen_stack, members in stacks.items():
+        for part in chunks(len(members), batch_size):
+            indices = [members[j] for j in part]
+            made = _run(lm, [sources[i] for i in indices], layers, dtype, chosen_stack)
+            for i, rec in zip(indices, made, strict=True):
+                records[i] = rec
+    done = cast(list[Activations], records)
+    return done[0] if single else tuple(done)

@@ -1,8 +1,8 @@
 """One function per analysis, each over the sequence of prompts or generations of a batch.
 
-Each function makes one call into the core for the whole batch where the core accepts a
-sequence (``ec.generate`` today); elsewhere the call loops over the records inside its lambda,
-so moving to a batched core function is a one-line change here. Each returns one entry per
+Each function makes one call into the core for the whole batch (the runner's ``--batch-size``
+prompts): the core runs them as one padded batch, one forward pass per analysis (attribution
+methods run record by record inside ``ec.attribute``; see its docstring). Each returns one entry per
 input: the record(s), or the exception that stopped that input (the runner turns those into
 ``errors`` rows). When a call over the whole batch fails, the inputs are retried one at a time
 so that one bad input fails alone.
@@ -48,25 +48,26 @@ def generate(lm: ec.LM, texts: Sequence[str], *, max_new_tokens: int) -> list[An
 
 
 def rankings(lm: ec.LM, gens: Sequence[ec.Generation]) -> list[Any]:
-    """Rankings (norm="final") of each generation's generated tokens."""
-    return each(lambda batch: [ec.rankings(lm, g) for g in batch], gens)
+    """Rankings (norm="final") of each generation's generated tokens (one padded batch)."""
+    return each(lambda batch: ec.rankings(lm, batch), gens)
 
 
 def layer_predictions(lm: ec.LM, gens: Sequence[ec.Generation], *, top_k: int) -> list[Any]:
-    """Per generation: a tuple of LayerPredictions, one per generated position."""
+    """Per generation: a tuple of LayerPredictions, one per generated position (one padded
+    batch)."""
     return each(
-        lambda batch: [
-            ec.layer_predictions(lm, g, list(range(g.n_input_tokens, g.n_tokens)), top_k=top_k)
-            for g in batch
-        ],
+        lambda batch: ec.layer_predictions(
+            lm, batch, [list(range(g.n_input_tokens, g.n_tokens)) for g in batch], top_k=top_k
+        ),
         gens,
     )
 
 
 def watch(lm: ec.LM, gens: Sequence[ec.Generation], *, tokens: Sequence[str]) -> list[Any]:
-    """RankingsWatch of ``tokens`` at each generation's first generated position."""
+    """RankingsWatch of ``tokens`` at each generation's first generated position (one padded
+    batch)."""
     return each(
-        lambda batch: [ec.rankings_watch(lm, g, list(tokens), g.n_input_tokens) for g in batch],
+        lambda batch: ec.rankings_watch(lm, batch, list(tokens), [g.n_input_tokens for g in batch]),
         gens,
     )
 
@@ -76,11 +77,11 @@ def attribution(
 ) -> list[Any]:
     """Attributions of every generated token of each generation with ``method``."""
     return each(
-        lambda batch: [ec.attribute(lm, g, method, n_steps=n_steps, progress=False) for g in batch],
-        gens,
+        lambda batch: ec.attribute(lm, batch, method, n_steps=n_steps, progress=False), gens
     )
 
 
 def activations(lm: ec.LM, gens: Sequence[ec.Generation]) -> list[Any]:
-    """FFN neuron activations of every block at every position of each generation."""
-    return each(lambda batch: list(ec.activations(lm, batch)), gens)
+    """FFN neuron activations of every block at every position of each generation (one padded
+    batch)."""
+    return each(lambda batch: ec.activations(lm, batch), gens)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ from ..capture import analysis_mode, model_device
 from ..checks import check_choice, check_int
 from ..convergence import DEFAULT_TOLERANCE, unconverged_steps
 from ..dtypes import resolve_precision
-from ..errors import ConvergenceWarning, InvalidArgumentError
+from ..errors import ConvergenceWarning, InvalidArgumentError, InvalidTypeError
 from ..loading import LM
 from ..records import Attributions, Classification, Generation, MaskedPredictions
 from .attention_methods import ATTENTION, check_options
@@ -97,9 +97,60 @@ def _aggregate(
     return scores.astype(np.float32), values.astype(np.float32)
 
 
+Explained = Generation | MaskedPredictions | Classification
+# Several records (``list`` is invariant, so lists of one kind are named too).
+ExplainedMany = (
+    list[Generation]
+    | list[MaskedPredictions]
+    | list[Classification]
+    | list[Explained]
+    | tuple[Explained, ...]
+)
+
+
+@overload
 def attribute(
     lm: LM,
-    gen: Generation | MaskedPredictions | Classification,
+    gen: Explained,
+    method: str = ...,
+    *,
+    target: str = ...,
+    foil: int | str | None = ...,
+    aggregation: str = ...,
+    n_steps: int = ...,
+    baseline: Any = ...,
+    batch_size: int | None = ...,
+    precision: str = ...,
+    n_samples: int = ...,
+    seed: int = ...,
+    progress: bool | None = ...,
+    label: int | str | None = ...,
+) -> Attributions: ...
+
+
+@overload
+def attribute(
+    lm: LM,
+    gen: ExplainedMany,
+    method: str = ...,
+    *,
+    target: str = ...,
+    foil: int | str | None = ...,
+    aggregation: str = ...,
+    n_steps: int = ...,
+    baseline: Any = ...,
+    batch_size: int | None = ...,
+    precision: str = ...,
+    n_samples: int = ...,
+    seed: int = ...,
+    progress: bool | None = ...,
+    label: int | str | None = ...,
+) -> tuple[Attributions, ...]: ...
+
+
+def attribute(
+    lm: LM,
+    gen: Explained | ExplainedMany,
     method: str = "integrated_gradients",
     *,
     target: str = "probability",
@@ -113,7 +164,7 @@ def attribute(
     seed: int = 0,
     progress: bool | None = None,
     label: int | str | None = None,
-) -> Attributions:
+) -> Attributions | tuple[Attributions, ...]:
     """Attribute every generated token (or masked prediction) to the source tokens.
 
     Parameters
@@ -121,7 +172,12 @@ def attribute(
     lm : handle from :func:`ecco_core.load`.
     gen : a :class:`Generation` (causal or encoder-decoder), a :class:`MaskedPredictions`
         (each mask's top prediction is explained) or a :class:`Classification` (the class
-        ``label``, by default the predicted one, is explained).
+        ``label``, by default the predicted one, is explained). A list of records gives a
+        tuple of Attributions, one per record, each equal to its own call. The records run one
+        after the other (every method, native and captum); the native engine batches each
+        record's interpolation points and shares its prefixes, so integrated gradients already
+        fill passes of ``ROWS_PER_PASS`` rows, while saliency and grad x input (one point per
+        record) would gain from padding several records into one pass, which is not done.
     method : one of :func:`list_methods` or an alias (``ig``, ``gradient``, ``dl``, ``dls``,
         ``gb``, ``deconv``, ``rollout``, ...). ``attention_rollout`` and
         ``attention_last_layer`` score tokens by attention weights (docs/attention.md): they
@@ -153,6 +209,55 @@ def attribute(
         explained value for some explained tokens (their scores are unreliable; the views mark
         them too): use more ``n_steps`` or another baseline.
     """
+    single = isinstance(gen, (Generation, MaskedPredictions, Classification))
+    records = [gen] if single else gen
+    if not isinstance(records, (list, tuple)):
+        raise InvalidTypeError(
+            "attribute needs a Generation, MaskedPredictions or Classification record or a list "
+            f"of them, got {type(gen).__name__}"
+        )
+    if not records:
+        raise InvalidArgumentError("the list of records is empty; give at least one record")
+    results = tuple(
+        _attribute_one(
+            lm,
+            record,
+            method,
+            target=target,
+            foil=foil,
+            aggregation=aggregation,
+            n_steps=n_steps,
+            baseline=baseline,
+            batch_size=batch_size,
+            precision=precision,
+            n_samples=n_samples,
+            seed=seed,
+            progress=progress,
+            label=label,
+        )
+        for record in records
+    )
+    return results[0] if single else results
+
+
+def _attribute_one(
+    lm: LM,
+    gen: Any,
+    method: str,
+    *,
+    target: str,
+    foil: int | str | None,
+    aggregation: str,
+    n_steps: int,
+    baseline: Any,
+    batch_size: int | None,
+    precision: str,
+    n_samples: int,
+    seed: int,
+    progress: bool | None,
+    label: int | str | None,
+) -> Attributions:
+    """:func:`attribute` of one record."""
     name = resolve_method(method)
     target = check_choice("target", target, TARGETS)
     aggregation = check_choice("aggregation", aggregation, AGGREGATIONS)
@@ -230,8 +335,8 @@ def attribute(
         values=values,
         token_ids=gen.token_ids,
         tokens=gen.tokens,
-        n_input_tokens=gen.n_input_tokens if is_gen else n_tokens,  # type: ignore[union-attr]
-        n_encoder_tokens=gen.n_encoder_tokens if is_gen else 0,  # type: ignore[union-attr]
+        n_input_tokens=gen.n_input_tokens if is_gen else n_tokens,
+        n_encoder_tokens=gen.n_encoder_tokens if is_gen else 0,
         target_positions=np.array(positions, dtype=np.int64),
         target_ids=np.array(task.target_ids, dtype=np.int64),
         foil_id=task.foil_id,
