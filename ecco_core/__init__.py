@@ -27,7 +27,8 @@ from .errors import (
     RecordFormatError,
     UnsupportedModelError,
 )
-from .factorization import factorize
+from .examples import factor_codes, top_examples
+from .factorization import factorize, promoted_tokens
 from .generation import classify, generate, predict_masked
 from .lens import cache as lens_cache
 from .lens import layer_predictions, rankings, rankings_watch
@@ -78,6 +79,9 @@ __all__ = [
     "UnsupportedModelError",
     "__version__",
     "activations",
+    "factor_codes",
+    "promoted_tokens",
+    "top_examples",
     "attention",
     "attribute",
     "classify",

@@ -10,7 +10,6 @@ depends only on (model, rows, options, factors).
 from __future__ import annotations
 
 import functools
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -44,22 +43,9 @@ class Factors:
         """float32 [n_factors, n_positions]: each position's activation of each factor.
 
         The non-negative least-squares code of the position's (clipped) activations against
-        the fixed factors, as scikit-learn's ``NMF.transform`` computes it.
+        the fixed factors (``ec.factor_codes``, as scikit-learn's ``NMF.transform``).
         """
-        from sklearn.decomposition import non_negative_factorization
-        from sklearn.exceptions import ConvergenceWarning
-
-        n_layers, n_neurons, n_positions = acts.values.shape
-        x = np.maximum(
-            np.asarray(acts.values, np.float32).reshape(n_layers * n_neurons, n_positions).T, 0
-        )
-        h = self.components.astype(np.float32)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            w, _, _ = non_negative_factorization(
-                x, H=h, n_components=h.shape[0], update_H=False, max_iter=500
-            )
-        return np.asarray(w.T, dtype=np.float32)
+        return ec.factor_codes(acts, self.components)
 
 
 def check_prompt(lm: ec.LM, text: str | None, max_new_tokens: int) -> tuple[str, str] | None:
@@ -216,6 +202,37 @@ def process_batch(
     return _batch_tables(options, made, errors, examples, id_type)
 
 
+def activation_matrix(
+    lm: ec.LM,
+    ids: Sequence[Any],
+    texts: Sequence[str | None],
+    options: BatchOptions,
+    problems: Sequence[str] | None = None,
+) -> np.ndarray:
+    """float32 [n_positions, n_layers * n_neurons]: clipped FFN activations of every token.
+
+    The rows are the positions (prompt and generated tokens) of each prompt that generates,
+    prompt after prompt in input order; the columns the neurons of every block, block by
+    block (the layout of ``factor_loadings``). Prompts that fail are left out here: the
+    tables pass gives them their ``errors`` rows.
+    """
+    good_ids, good_texts = _readable(lm, ids, texts, problems, options, lambda *_: None)
+    if not good_texts:
+        return np.zeros((0, 0), dtype=np.float32)
+    gens = [
+        g
+        for g in analyses.generate(lm, good_texts, max_new_tokens=options.max_new_tokens)
+        if isinstance(g, ec.Generation)
+    ]
+    parts = []
+    for acts in analyses.activations(lm, gens) if gens else []:
+        if isinstance(acts, ec.Activations):
+            n_layers, n_neurons, n_positions = acts.values.shape
+            values = np.asarray(acts.values, dtype=np.float32)
+            parts.append(np.maximum(values.reshape(n_layers * n_neurons, n_positions).T, 0))
+    return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
+
+
 def _readable(
     lm: ec.LM,
     ids: Sequence[Any],
@@ -283,6 +300,54 @@ def _batch_tables(
         else:
             result[name] = table(name, [], id_type)
     return result
+
+
+def versions() -> dict[str, str]:
+    """Versions of the libraries that compute the tables (on the machine running the model)."""
+    import platform
+
+    import torch
+    import transformers
+
+    return {
+        "ecco_core": ec.__version__,
+        "transformers": transformers.__version__,
+        "torch": torch.__version__,
+        "pyarrow": pa.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def describe(
+    lm: ec.LM, options: BatchOptions, components: np.ndarray | None = None
+) -> dict[str, Any]:
+    """What a run's driver needs from the model, as plain values (it may not hold the model).
+
+    Returns ``model``, ``model_kind``, ``n_layers``, ``device``, ``versions``, ``watch_error``
+    (why a ``--watch`` token is unusable, or None) and, when ``components`` (fitted factors
+    [k, n_layers * n_neurons]) are given, ``promoted_ids`` [k, 10] and ``promoted_tokens``.
+    """
+    from ecco_core.lens import watch_ids
+
+    from .factors import PROMOTED
+
+    facts: dict[str, Any] = {
+        "model": lm.name,
+        "model_kind": lm.spec.kind,
+        "n_layers": lm.spec.n_layers,
+        "device": str(lm.device),
+        "versions": versions(),
+        "watch_error": None,
+    }
+    if "watch" in options.analyses:
+        try:
+            watch_ids(lm, list(options.watch))
+        except ec.InvalidArgumentError as exc:
+            facts["watch_error"] = str(exc)
+    if components is not None:
+        ids, tokens = ec.promoted_tokens(lm, components, range(lm.spec.n_layers), top_k=PROMOTED)
+        facts["promoted_ids"], facts["promoted_tokens"] = ids, tokens
+    return facts
 
 
 def load_model(model: str | None, device: str | None, dtype: str | None) -> ec.LM:
