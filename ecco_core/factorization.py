@@ -120,7 +120,7 @@ def promoted_tokens(
     model without an LM head.
     """
     top_k = check_int("top_k", top_k, 0)
-    loads = np.asarray(neuron_factors, dtype=np.float32)
+    loads = np.array(neuron_factors, dtype=np.float32)  # a writable copy for torch
     if loads.ndim != 2 or not len(layers) or loads.shape[1] % len(layers):
         raise InvalidArgumentError(
             f"neuron_factors of shape {loads.shape} do not split into {len(layers)} layers"

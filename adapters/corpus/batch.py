@@ -19,7 +19,7 @@ import pyarrow as pa
 
 import ecco_core as ec
 from ecco_core.records import Record
-from ecco_core.tables import context_window, schema, table, to_tables
+from ecco_core.tables import CONTEXT_TOKENS, context_window, schema, table, to_tables
 
 from . import analyses
 from .options import BatchOptions
@@ -78,6 +78,22 @@ def _message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
+def examples_schema(id_type: pa.DataType) -> pa.Schema:
+    """``factor_examples`` of a corpus run: the core's columns plus the context, token by token.
+
+    ``context_tokens`` and ``context_activations`` are the tokens around the example (up to
+    ``CONTEXT_TOKENS`` each side) and the factor's activation at each; ``context_index`` is the
+    example's place among them (the report shades the context with them).
+    """
+    extra = [
+        pa.field("context_tokens", pa.list_(pa.string())),
+        pa.field("context_activations", pa.list_(pa.float32())),
+        pa.field("context_index", pa.int64()),
+    ]
+    core = schema("factor_examples", id_type)
+    return pa.schema([*core, *extra])
+
+
 def factor_examples(
     factors: Factors,
     acts: Sequence[ec.Activations],
@@ -86,18 +102,19 @@ def factor_examples(
     id_type: pa.DataType,
 ) -> pa.Table:
     """The ``top`` strongest positions of each factor among ``acts`` (ranks within them)."""
-    rows: dict[str, list[Any]] = {n: [] for n in schema("factor_examples").names}
-    candidates = []  # (factor, activation, order, prompt_id, position, record)
+    target = examples_schema(id_type)
+    rows: dict[str, list[Any]] = {n: [] for n in target.names}
+    candidates = []  # (factor, activation, order, prompt_id, position, record, codes)
     order = 0
     for pid, rec in zip(ids, acts, strict=True):
         codes = factors.codes(rec)  # [n_factors, n_positions]
         for f in range(codes.shape[0]):
             for p in np.argsort(-codes[f], kind="stable")[:top].tolist():
-                candidates.append((f, float(codes[f, p]), order, pid, p, rec))
+                candidates.append((f, float(codes[f, p]), order, pid, p, rec, codes[f]))
                 order += 1
     candidates.sort(key=lambda c: (c[0], -c[1], c[2]))
     rank = 0
-    for i, (f, value, _, pid, p, rec) in enumerate(candidates):
+    for i, (f, value, _, pid, p, rec, code) in enumerate(candidates):
         rank = 1 if i == 0 or candidates[i - 1][0] != f else rank + 1
         if rank > top:
             continue
@@ -111,9 +128,18 @@ def factor_examples(
             ("token", rec.tokens[p]),
             ("activation", value),
             ("context", context_window(rec.tokens, p)),
+            (
+                "context_tokens",
+                list(rec.tokens[max(0, p - CONTEXT_TOKENS) : p + CONTEXT_TOKENS + 1]),
+            ),
+            (
+                "context_activations",
+                code[max(0, p - CONTEXT_TOKENS) : p + CONTEXT_TOKENS + 1].tolist(),
+            ),
+            ("context_index", min(p, CONTEXT_TOKENS)),
         ):
             rows[name].append(v)
-    return pa.table(rows, schema=schema("factor_examples", id_type))
+    return pa.table(rows, schema=target)
 
 
 def process_batch(
@@ -216,7 +242,7 @@ def activation_matrix(
     block (the layout of ``factor_loadings``). Prompts that fail are left out here: the
     tables pass gives them their ``errors`` rows.
     """
-    good_ids, good_texts = _readable(lm, ids, texts, problems, options, lambda *_: None)
+    _good_ids, good_texts = _readable(lm, ids, texts, problems, options, lambda *_: None)
     if not good_texts:
         return np.zeros((0, 0), dtype=np.float32)
     gens = [
@@ -294,7 +320,8 @@ def _batch_tables(
         if name == "errors":
             result[name] = pa.Table.from_pylist(errors, schema=schema("errors", id_type))
         elif name == "factor_examples":
-            result[name] = examples if examples is not None else table(name, [], id_type)
+            empty = examples_schema(id_type).empty_table()
+            result[name] = examples if examples is not None else empty
         elif name in made:
             result[name] = made[name].cast(schema(name, id_type))
         else:

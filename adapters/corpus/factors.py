@@ -136,4 +136,4 @@ def read_components(out: Path) -> np.ndarray | None:
         [("factor", "ascending"), ("layer", "ascending"), ("neuron", "ascending")]
     )
     k = len(pc.unique(loads.column("factor")))
-    return np.asarray(loads.column("loading").to_numpy().reshape(k, -1), dtype=np.float32)
+    return np.array(loads.column("loading").to_numpy().reshape(k, -1), dtype=np.float32)

@@ -178,8 +178,13 @@ class RayBatch:
         return pa.concat_tables(packed)
 
 
-def describe_task(options: Any, model: str | None, device: str | None, dtype: str | None,
-                  components: np.ndarray | None) -> dict[str, Any]:
+def describe_task(
+    options: Any,
+    model: str | None,
+    device: str | None,
+    dtype: str | None,
+    components: np.ndarray | None,
+) -> dict[str, Any]:
     """Run on a worker: load the model and describe it (see :func:`.batch.describe`)."""
     from .batch import describe, load_model
 
@@ -213,7 +218,7 @@ def _refresh_ray_config() -> None:
     """Make an already imported Ray re-read the RAY_* variables (auth mode, timeouts)."""
     if "ray" in sys.modules:
         with contextlib.suppress(Exception):
-            from ray._raylet import Config
+            from ray._raylet import Config  # type: ignore[attr-defined]
 
             Config.initialize("")
 
@@ -279,7 +284,7 @@ def ray_session(address: str | None, quiet: bool = True) -> Iterator[Any]:
         else:
             init = {"address": address}
         try:
-            ray.init(**init, log_to_driver=not quiet, logging_level="warning")
+            ray.init(**init, log_to_driver=not quiet, logging_level=logging.WARNING)
         except Exception as exc:
             where = f"--address {address}" if address else "a local Ray instance"
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -375,7 +380,11 @@ def _describe(ray: Any, checked: Checked, plan: Any, components: Any) -> dict[st
         return dict(
             ray.get(
                 task.remote(
-                    kwargs["options"], kwargs["model"], kwargs["device"], kwargs["dtype"], components
+                    kwargs["options"],
+                    kwargs["model"],
+                    kwargs["device"],
+                    kwargs["dtype"],
+                    components,
                 )
             )
         )

@@ -20,11 +20,17 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 import ecco_core as ec
-from ecco_core.tables import schema
 
 from . import factors as factor_fit
 from . import store
-from .batch import BatchFunction, Factors, activation_matrix, describe, load_model
+from .batch import (
+    BatchFunction,
+    Factors,
+    activation_matrix,
+    describe,
+    examples_schema,
+    load_model,
+)
 from .checks import Checked
 from .errors import CorpusInputError
 from .options import RunConfig
@@ -52,7 +58,11 @@ def fit_batches(checked: Checked) -> Iterator[Batch]:
         if limit is not None and batch.end > limit:
             keep = limit - batch.start
             yield Batch(
-                batch.index, batch.start, batch.ids[:keep], batch.texts[:keep], batch.problems[:keep]
+                batch.index,
+                batch.start,
+                batch.ids[:keep],
+                batch.texts[:keep],
+                batch.problems[:keep],
             )
             return
         yield batch
@@ -125,7 +135,7 @@ def finish_factor_examples(config: RunConfig, id_type: pa.DataType) -> int:
     among equal activations the earlier input row comes first.
     """
     folder = config.out / store.CANDIDATES
-    target = schema("factor_examples", id_type)
+    target = examples_schema(id_type)
     best = target.empty_table()
     for part in sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []:
         merged = pa.concat_tables([best, pq.read_table(part).cast(target)])
@@ -185,9 +195,7 @@ def begin(checked: Checked, facts: dict[str, Any]) -> tuple[str, float]:
     return started, elapsed_before
 
 
-def finish(
-    checked: Checked, facts: dict[str, Any], started: str, elapsed: float
-) -> dict[str, Any]:
+def finish(checked: Checked, facts: dict[str, Any], started: str, elapsed: float) -> dict[str, Any]:
     """Merge the factor examples, write the final manifest and the report; return the manifest."""
     config = checked.config
     rows: dict[str, int] = {}

@@ -182,7 +182,7 @@ def clean(
 ) -> tuple[Path, Path, dict[str, pd.DataFrame]]:
     """A prompt file of 40 rows (2 empty) and its tables from the local engine."""
     folder = tmp_path_factory.mktemp("ray-faults")
-    texts = [f"{p} number {i}" for i in range(4) for p in PROMPTS][:38] + ["", "   "]
+    texts = [*[f"{p} number {i}" for i in range(4) for p in PROMPTS][:38], "", "   "]
     data = folder / "prompts.txt"
     data.write_text("\n".join(texts) + "\n", encoding="utf-8")
     model = tiny_path("gpt2")
@@ -276,9 +276,7 @@ def test_resume_after_the_driver_is_killed(
         _assert_same(_table(out, name), table)
 
 
-def test_unreachable_address_is_a_one_line_error_within_30_s(
-    clean: Any, tmp_path: Path
-) -> None:
+def test_unreachable_address_is_a_one_line_error_within_30_s(clean: Any, tmp_path: Path) -> None:
     data, model, _ = clean
     for address in (f"127.0.0.1:{_free_port()}", f"ray://127.0.0.1:{_free_port()}"):
         start = time.monotonic()
