@@ -446,11 +446,12 @@ def run(checked: Checked, *, progress: bool = True) -> dict[str, Any]:
         neurons = "neurons" in config.options.analyses
         components = factor_fit.read_components(config.out) if neurons else None
         try:
-            facts = _describe(ray, checked, plan, components)
-            started, elapsed_before = runner.begin(checked, facts)
-            if neurons and components is None:
+            fit = neurons and components is None
+            if fit:  # one model description (a worker start) for the run: after the fit
                 components = _fit(ray, checked, plan, progress)
-                facts = _describe(ray, checked, plan, components)
+            facts = _describe(ray, checked, plan, components if fit else None)
+            started, elapsed_before = runner.begin(checked, facts)
+            if fit:
                 runner.save_factors(checked, components, facts)
             _tables(ray, checked, plan, components, progress)
         except ray.exceptions.RayError as exc:

