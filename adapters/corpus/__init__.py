@@ -25,13 +25,23 @@ __all__ = ["ANALYSES", "BatchOptions", "CorpusInputError", "RunConfig", "run_cor
 
 
 def run_corpus(config: RunConfig, *, progress: bool = False, lm: Any = None) -> Any:
-    """Check and run a corpus run with the local engine; return the output folder (a Path).
+    """Check and run a corpus run with ``config.engine``; return the output folder (a Path).
 
-    ``lm`` reuses a model already loaded with ``ec.load`` (else ``config.model`` is loaded).
+    ``lm`` reuses a model already loaded with ``ec.load`` (local engine only; else
+    ``config.model`` is loaded). ``RunConfig(engine="ray", address=..., workers=...,
+    gpus_per_worker=...)`` runs on Ray Data (``pip install 'ecco-core[ray]'``).
     """
     from .checks import check
-    from .runner import run
 
     checked = check(config)
-    run(checked, progress=progress, lm=lm)
+    if config.engine == "ray":
+        if lm is not None:
+            raise CorpusInputError("lm= applies to the local engine; Ray workers load the model")
+        from .ray_engine import run as run_ray
+
+        run_ray(checked, progress=progress)
+    else:
+        from .runner import run
+
+        run(checked, progress=progress, lm=lm)
     return checked.config.out

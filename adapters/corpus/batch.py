@@ -10,7 +10,6 @@ depends only on (model, rows, options, factors).
 from __future__ import annotations
 
 import functools
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -20,7 +19,7 @@ import pyarrow as pa
 
 import ecco_core as ec
 from ecco_core.records import Record
-from ecco_core.tables import context_window, schema, table, to_tables
+from ecco_core.tables import CONTEXT_TOKENS, context_window, schema, table, to_tables
 
 from . import analyses
 from .options import BatchOptions
@@ -44,22 +43,9 @@ class Factors:
         """float32 [n_factors, n_positions]: each position's activation of each factor.
 
         The non-negative least-squares code of the position's (clipped) activations against
-        the fixed factors, as scikit-learn's ``NMF.transform`` computes it.
+        the fixed factors (``ec.factor_codes``, as scikit-learn's ``NMF.transform``).
         """
-        from sklearn.decomposition import non_negative_factorization
-        from sklearn.exceptions import ConvergenceWarning
-
-        n_layers, n_neurons, n_positions = acts.values.shape
-        x = np.maximum(
-            np.asarray(acts.values, np.float32).reshape(n_layers * n_neurons, n_positions).T, 0
-        )
-        h = self.components.astype(np.float32)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            w, _, _ = non_negative_factorization(
-                x, H=h, n_components=h.shape[0], update_H=False, max_iter=500
-            )
-        return np.asarray(w.T, dtype=np.float32)
+        return ec.factor_codes(acts, self.components)
 
 
 def check_prompt(lm: ec.LM, text: str | None, max_new_tokens: int) -> tuple[str, str] | None:
@@ -92,6 +78,22 @@ def _message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
+def examples_schema(id_type: pa.DataType) -> pa.Schema:
+    """``factor_examples`` of a corpus run: the core's columns plus the context, token by token.
+
+    ``context_tokens`` and ``context_activations`` are the tokens around the example (up to
+    ``CONTEXT_TOKENS`` each side) and the factor's activation at each; ``context_index`` is the
+    example's place among them (the report shades the context with them).
+    """
+    extra = [
+        pa.field("context_tokens", pa.list_(pa.string())),
+        pa.field("context_activations", pa.list_(pa.float32())),
+        pa.field("context_index", pa.int64()),
+    ]
+    core = schema("factor_examples", id_type)
+    return pa.schema([*core, *extra])
+
+
 def factor_examples(
     factors: Factors,
     acts: Sequence[ec.Activations],
@@ -100,18 +102,19 @@ def factor_examples(
     id_type: pa.DataType,
 ) -> pa.Table:
     """The ``top`` strongest positions of each factor among ``acts`` (ranks within them)."""
-    rows: dict[str, list[Any]] = {n: [] for n in schema("factor_examples").names}
-    candidates = []  # (factor, activation, order, prompt_id, position, record)
+    target = examples_schema(id_type)
+    rows: dict[str, list[Any]] = {n: [] for n in target.names}
+    candidates = []  # (factor, activation, order, prompt_id, position, record, codes)
     order = 0
     for pid, rec in zip(ids, acts, strict=True):
         codes = factors.codes(rec)  # [n_factors, n_positions]
         for f in range(codes.shape[0]):
             for p in np.argsort(-codes[f], kind="stable")[:top].tolist():
-                candidates.append((f, float(codes[f, p]), order, pid, p, rec))
+                candidates.append((f, float(codes[f, p]), order, pid, p, rec, codes[f]))
                 order += 1
     candidates.sort(key=lambda c: (c[0], -c[1], c[2]))
     rank = 0
-    for i, (f, value, _, pid, p, rec) in enumerate(candidates):
+    for i, (f, value, _, pid, p, rec, code) in enumerate(candidates):
         rank = 1 if i == 0 or candidates[i - 1][0] != f else rank + 1
         if rank > top:
             continue
@@ -125,9 +128,18 @@ def factor_examples(
             ("token", rec.tokens[p]),
             ("activation", value),
             ("context", context_window(rec.tokens, p)),
+            (
+                "context_tokens",
+                list(rec.tokens[max(0, p - CONTEXT_TOKENS) : p + CONTEXT_TOKENS + 1]),
+            ),
+            (
+                "context_activations",
+                code[max(0, p - CONTEXT_TOKENS) : p + CONTEXT_TOKENS + 1].tolist(),
+            ),
+            ("context_index", min(p, CONTEXT_TOKENS)),
         ):
             rows[name].append(v)
-    return pa.table(rows, schema=schema("factor_examples", id_type))
+    return pa.table(rows, schema=target)
 
 
 def process_batch(
@@ -216,6 +228,37 @@ def process_batch(
     return _batch_tables(options, made, errors, examples, id_type)
 
 
+def activation_matrix(
+    lm: ec.LM,
+    ids: Sequence[Any],
+    texts: Sequence[str | None],
+    options: BatchOptions,
+    problems: Sequence[str] | None = None,
+) -> np.ndarray:
+    """float32 [n_positions, n_layers * n_neurons]: clipped FFN activations of every token.
+
+    The rows are the positions (prompt and generated tokens) of each prompt that generates,
+    prompt after prompt in input order; the columns the neurons of every block, block by
+    block (the layout of ``factor_loadings``). Prompts that fail are left out here: the
+    tables pass gives them their ``errors`` rows.
+    """
+    _good_ids, good_texts = _readable(lm, ids, texts, problems, options, lambda *_: None)
+    if not good_texts:
+        return np.zeros((0, 0), dtype=np.float32)
+    gens = [
+        g
+        for g in analyses.generate(lm, good_texts, max_new_tokens=options.max_new_tokens)
+        if isinstance(g, ec.Generation)
+    ]
+    parts = []
+    for acts in analyses.activations(lm, gens) if gens else []:
+        if isinstance(acts, ec.Activations):
+            n_layers, n_neurons, n_positions = acts.values.shape
+            values = np.asarray(acts.values, dtype=np.float32)
+            parts.append(np.maximum(values.reshape(n_layers * n_neurons, n_positions).T, 0))
+    return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
+
+
 def _readable(
     lm: ec.LM,
     ids: Sequence[Any],
@@ -277,12 +320,61 @@ def _batch_tables(
         if name == "errors":
             result[name] = pa.Table.from_pylist(errors, schema=schema("errors", id_type))
         elif name == "factor_examples":
-            result[name] = examples if examples is not None else table(name, [], id_type)
+            empty = examples_schema(id_type).empty_table()
+            result[name] = examples if examples is not None else empty
         elif name in made:
             result[name] = made[name].cast(schema(name, id_type))
         else:
             result[name] = table(name, [], id_type)
     return result
+
+
+def versions() -> dict[str, str]:
+    """Versions of the libraries that compute the tables (on the machine running the model)."""
+    import platform
+
+    import torch
+    import transformers
+
+    return {
+        "ecco_core": ec.__version__,
+        "transformers": transformers.__version__,
+        "torch": torch.__version__,
+        "pyarrow": pa.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def describe(
+    lm: ec.LM, options: BatchOptions, components: np.ndarray | None = None
+) -> dict[str, Any]:
+    """What a run's driver needs from the model, as plain values (it may not hold the model).
+
+    Returns ``model``, ``model_kind``, ``n_layers``, ``device``, ``versions``, ``watch_error``
+    (why a ``--watch`` token is unusable, or None) and, when ``components`` (fitted factors
+    [k, n_layers * n_neurons]) are given, ``promoted_ids`` [k, 10] and ``promoted_tokens``.
+    """
+    from ecco_core.lens import watch_ids
+
+    from .factors import PROMOTED
+
+    facts: dict[str, Any] = {
+        "model": lm.name,
+        "model_kind": lm.spec.kind,
+        "n_layers": lm.spec.n_layers,
+        "device": str(lm.device),
+        "versions": versions(),
+        "watch_error": None,
+    }
+    if "watch" in options.analyses:
+        try:
+            watch_ids(lm, list(options.watch))
+        except ec.InvalidArgumentError as exc:
+            facts["watch_error"] = str(exc)
+    if components is not None:
+        ids, tokens = ec.promoted_tokens(lm, components, range(lm.spec.n_layers), top_k=PROMOTED)
+        facts["promoted_ids"], facts["promoted_tokens"] = ids, tokens
+    return facts
 
 
 def load_model(model: str | None, device: str | None, dtype: str | None) -> ec.LM:

@@ -48,16 +48,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--watch", nargs="+", default=[], metavar="TOKEN", help="tokens to rank")
     p.add_argument("--nmf", type=int, default=8, metavar="K", help="neuron factors (default 8)")
     p.add_argument(
-        "--nmf-sample", type=int, default=64, metavar="N", help="prompts the factors are fit on"
+        "--nmf-sample",
+        type=int,
+        default=None,
+        metavar="N",
+        help="fit the factors on the first N rows only (default: every row)",
     )
     p.add_argument("--top-examples", type=int, default=10, metavar="N", help="per factor")
     p.add_argument("--batch-size", type=int, default=16, metavar="B", help="default 16")
     p.add_argument("--device", default=None, metavar="D", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"], metavar="T")
-    p.add_argument("--engine", default="local", choices=["local", "ray"])
-    p.add_argument("--address", default=None, metavar="ADDR", help="Ray cluster (engine ray)")
-    p.add_argument("--workers", type=int, default=None, metavar="N", help="engine ray")
-    p.add_argument("--gpus-per-worker", type=float, default=None, metavar="G", help="engine ray")
+    p.add_argument(
+        "--engine", default="local", choices=["local", "ray"], help="local (default) or ray"
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        metavar="ADDR",
+        help="Ray cluster to join: auto, host:port or ray://host:port (default: a local Ray)",
+    )
+    p.add_argument(
+        "--workers", type=int, default=None, metavar="N", help="Ray actors (default 2 on CPUs)"
+    )
+    p.add_argument(
+        "--gpus-per-worker", type=float, default=None, metavar="G", help="GPUs per Ray actor"
+    )
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -77,13 +92,6 @@ class _Parser(argparse.ArgumentParser):
 
 def config_from(args: argparse.Namespace) -> RunConfig:
     """Turn parsed options into a RunConfig (raises CorpusInputError on a bad value)."""
-    if args.engine == "ray":
-        raise CorpusInputError(
-            "--engine ray is not available yet (it comes with issue 12); use --engine local"
-        )
-    for flag in ("address", "workers", "gpus_per_worker"):
-        if getattr(args, flag) is not None:
-            raise CorpusInputError(f"--{flag.replace('_', '-')} applies only to --engine ray")
     analyses = parse_analyses(args.analyses)
     methods = tuple(dict.fromkeys(resolve_method(m) for m in args.method))
     options = BatchOptions(
@@ -109,6 +117,10 @@ def config_from(args: argparse.Namespace) -> RunConfig:
         nmf=args.nmf,
         nmf_sample=args.nmf_sample,
         resume=args.resume,
+        engine=args.engine,
+        address=args.address,
+        workers=args.workers,
+        gpus_per_worker=args.gpus_per_worker if args.gpus_per_worker is not None else 0.0,
     )
 
 
@@ -130,16 +142,22 @@ def run(args: argparse.Namespace) -> int:
 def _compute(checked: Checked, args: argparse.Namespace) -> int:
     import ecco_core as ec
 
-    from .runner import run as run_local
-
     config = checked.config
     try:
         if not args.quiet:
             print(
-                f"ecco-core corpus: {checked.source.n_rows} prompts -> {config.out}",
+                f"ecco-core corpus: {checked.source.n_rows} prompts -> {config.out}"
+                f" ({config.engine} engine)",
                 file=sys.stderr,
             )
-        manifest = run_local(checked, progress=not args.quiet)
+        if config.engine == "ray":
+            from .ray_engine import run as run_ray
+
+            manifest = run_ray(checked, progress=not args.quiet)
+        else:
+            from .runner import run as run_local
+
+            manifest = run_local(checked, progress=not args.quiet)
     except (ec.ModelLoadError, ec.InvalidArgumentError) as exc:
         if args.debug:
             raise

@@ -15,6 +15,7 @@ import attrs
 
 from .errors import CorpusInputError
 
+ENGINES = ("local", "ray")
 ANALYSES = ("generate", "rankings", "layer_predictions", "watch", "attribution", "neurons")
 
 # Attribution method names and aliases, as ``ecco_core.attribution`` accepts them. Kept here so
@@ -149,8 +150,14 @@ class RunConfig:
     batch_size : prompts per batch (and per Parquet part file).
     options : what every batch computes.
     nmf : number of neuron factors (``neurons`` analysis).
-    nmf_sample : prompts (the first ones that generate) the factors are fitted on.
+    nmf_sample : fit the factors on the first ``nmf_sample`` rows only (None: every row).
     resume : continue the run already in ``out``.
+    engine : ``local`` (this process) or ``ray`` (Ray Data); both give the same tables.
+    address : Ray cluster to join (``auto``, ``host:port``, ``ray://host:port``); None starts
+        a local Ray instance for the run (or uses the one this process already started).
+    workers : Ray actors, each with its own copy of the model (None: 2 on CPUs, as many as
+        the cluster's GPUs allow with ``gpus_per_worker``).
+    gpus_per_worker : GPUs reserved per Ray actor (0: the actors run on CPUs).
     """
 
     data: Path = attrs.field(converter=Path)
@@ -163,8 +170,38 @@ class RunConfig:
     batch_size: int = attrs.field(default=16, validator=_positive("--batch-size"))
     options: BatchOptions = attrs.field(factory=BatchOptions)
     nmf: int = attrs.field(default=8, validator=_positive("--nmf"))
-    nmf_sample: int = attrs.field(default=64, validator=_positive("--nmf-sample"))
+    nmf_sample: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_positive("--nmf-sample"))
+    )
     resume: bool = False
+    engine: str = "local"
+    address: str | None = None
+    workers: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_positive("--workers"))
+    )
+    gpus_per_worker: float = 0.0
+
+    def __attrs_post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise CorpusInputError(f"unknown engine {self.engine!r}; valid: {', '.join(ENGINES)}")
+        if self.engine == "local":
+            given = [
+                flag
+                for flag, value in (
+                    ("--address", self.address),
+                    ("--workers", self.workers),
+                    ("--gpus-per-worker", self.gpus_per_worker or None),
+                )
+                if value is not None
+            ]
+            if given:
+                raise CorpusInputError(f"{', '.join(given)} applies only to --engine ray")
+        if isinstance(self.gpus_per_worker, bool) or not (
+            isinstance(self.gpus_per_worker, (int, float)) and self.gpus_per_worker >= 0
+        ):
+            raise CorpusInputError(
+                f"--gpus-per-worker must be a number >= 0 (0: CPU), got {self.gpus_per_worker!r}"
+            )
 
     def key(self) -> dict[str, Any]:
         """The values that decide the results; a resumed run must have the same ones."""

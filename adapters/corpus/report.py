@@ -29,6 +29,74 @@ TOP_TOKENS = 15  # tokens per attribution method
 MIN_COUNT = 3  # occurrences a token needs before its mean attribution is listed
 
 
+TOP_NEURONS = 8  # neurons listed per factor in the factor explorer
+
+
+@attrs.frozen
+class FactorView:
+    """One factor of the corpus factor explorer.
+
+    Attributes
+    ----------
+    factor : its index; neurons : [(layer, neuron, loading)] highest loading first.
+    promoted : tokens its neurons promote through the unembedding.
+    examples : [(prompt_id, activation, context tokens, their activations, index of the
+        example among them)] strongest first.
+    """
+
+    factor: int
+    neurons: list[tuple[int, int, float]]
+    promoted: list[str]
+    examples: list[tuple[Any, float, list[str], list[float], int]]
+
+
+def _factors(out: Path) -> list[FactorView]:
+    """The explorer's factors from factor_loadings, factor_tokens and factor_examples."""
+    top: dict[int, list[tuple[float, int, int]]] = defaultdict(list)
+    for batch in _scan(out, "factor_loadings", ["factor", "layer", "neuron", "loading"]):
+        for f, layer, neuron, loading in zip(*batch.to_pydict().values(), strict=True):
+            heap = top[f]
+            item = (float(loading), -int(layer), -int(neuron))
+            if len(heap) < TOP_NEURONS:
+                heapq.heappush(heap, item)
+            else:
+                heapq.heappushpop(heap, item)
+    promoted: dict[int, list[str]] = defaultdict(list)
+    for batch in _scan(out, "factor_tokens", ["factor", "rank", "token"]):
+        for f, _, token in sorted(zip(*batch.to_pydict().values(), strict=True)):
+            promoted[f].append(token)
+    examples: dict[int, list[Any]] = defaultdict(list)
+    columns = ["factor", "rank", "prompt_id", "activation", "context_tokens"]
+    columns += ["context_activations", "context_index"]
+    folder = out / "factor_examples"
+    parts = sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
+    if parts and "context_tokens" in ds.dataset(parts, format="parquet").schema.names:
+        for batch in _scan(out, "factor_examples", columns):
+            for row in batch.to_pylist():
+                examples[row["factor"]].append(row)
+    views = []
+    for f in sorted(top):
+        rows = sorted(examples[f], key=lambda r: r["rank"])
+        views.append(
+            FactorView(
+                factor=f,
+                neurons=[(-lay, -neu, load) for load, lay, neu in sorted(top[f], reverse=True)],
+                promoted=promoted[f],
+                examples=[
+                    (
+                        r["prompt_id"],
+                        float(r["activation"]),
+                        list(r["context_tokens"]),
+                        [float(a) for a in r["context_activations"]],
+                        int(r["context_index"]),
+                    )
+                    for r in rows
+                ],
+            )
+        )
+    return views
+
+
 @attrs.frozen
 class Summary:
     """What the report shows (small, whatever the size of the corpus).
@@ -42,6 +110,7 @@ class Summary:
     least_sure : [(prob, prompt_id, prompt, token, [(candidate, prob)], depth)] lowest first.
     errors : {stage: prompts}; error_examples : [(prompt_id, stage, message)].
     n_prompts : prompts that generated.
+    factors : one :class:`FactorView` per neuron factor (``neurons`` analysis), else empty.
     """
 
     manifest: dict[str, Any]
@@ -52,6 +121,7 @@ class Summary:
     errors: dict[str, int]
     error_examples: list[tuple[Any, str, str]]
     n_prompts: int
+    factors: list[FactorView] = attrs.field(factory=list)
 
 
 def _scan(out: Path, table: str, columns: list[str], where: Any = None) -> Any:
@@ -162,6 +232,7 @@ def summarize(out: Path) -> Summary:
         errors=dict(errors),
         error_examples=examples,
         n_prompts=n_prompts,
+        factors=_factors(out),
     )
 
 
@@ -273,6 +344,9 @@ h1{font-size:22px} h2{font-size:17px;margin-top:28px}
 table{border-collapse:collapse;font-size:13px} td,th{border:1px solid #ddd;padding:4px 8px}
 th{background:#f4f4f4;text-align:left} .muted{color:#777} code{background:#f4f4f4}
 .chart svg{max-width:100%;height:auto}
+.factor{margin:14px 0;padding:8px 12px;border:1px solid #e4e4e4;border-radius:4px}
+.context{font-family:monospace;font-size:13px;white-space:pre-wrap;margin:2px 0}
+.context span{border-radius:2px} .context .hit{outline:2px solid #c0392b}
 """
 
 
@@ -344,6 +418,7 @@ def render(summary: Summary) -> str:
         parts.append("</table>")
     else:
         parts.append("<p class='muted'>No generations.</p>")
+    parts += _factor_explorer(summary.factors)
     if summary.errors:
         parts.append(
             "<h2>Failed prompts</h2><table id='errors'><tr><th>stage</th><th>prompts</th></tr>"
@@ -357,6 +432,47 @@ def render(summary: Summary) -> str:
     listed = ", ".join(f"{_e(k)} {v}" for k, v in sorted(rows.items()))
     parts.append(f"<p class='muted'>Tables in this folder: {listed}.</p></div></body></html>")
     return "\n".join(parts)
+
+
+def _shaded(tokens: list[str], values: list[float], hit: int, scale: float) -> str:
+    """A context, each token shaded by the factor's activation there, the example outlined."""
+    spans = []
+    for i, (token, value) in enumerate(zip(tokens, values, strict=True)):
+        alpha = 0.0 if scale <= 0 else max(0.0, min(1.0, value / scale))
+        cls = " class='hit'" if i == hit else ""
+        spans.append(
+            f"<span{cls} style='background:rgba(230,126,34,{alpha:.2f})' "
+            f"title='{value:.3g}'>{_e(token)}</span>"
+        )
+    return "".join(spans)
+
+
+def _factor_explorer(factors: list[FactorView]) -> list[str]:
+    """The corpus factor explorer: each factor's neurons, tokens and strongest contexts."""
+    if not factors:
+        return []
+    parts = [
+        "<h2>Neuron factors</h2>",
+        "<p class='muted'>NMF factors of the FFN neurons of every layer, fitted over every token "
+        "of the corpus. For each: the neurons with the highest loading (layer:neuron), the "
+        "tokens those neurons promote through the unembedding, and the contexts where the factor "
+        "is most active: the token is outlined, the factor's activation shades every token.</p>",
+    ]
+    for view in factors:
+        neurons = ", ".join(
+            f"{layer}:{neuron} ({load:.2f})" for layer, neuron, load in view.neurons
+        )
+        promoted = ", ".join(f"'{_e(t)}'" for t in view.promoted) or "(none)"
+        parts.append(f"<div class='factor' id='factor-{view.factor}'><h3>Factor {view.factor}</h3>")
+        parts.append(f"<p>Top neurons: {neurons}<br>Promotes: {promoted}</p>")
+        scale = max((a for _, a, *_ in view.examples), default=0.0)
+        for pid, activation, tokens, values, hit in view.examples:
+            parts.append(
+                f"<div class='context'>{_shaded(tokens, values, hit, scale)} "
+                f"<span class='muted'>prompt {_e(pid)}, {activation:.3g}</span></div>"
+            )
+        parts.append("</div>")
+    return parts
 
 
 def write_report(out: Path) -> Path:

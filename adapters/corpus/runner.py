@@ -8,7 +8,6 @@ its results at a time, whatever the size of the corpus.
 
 from __future__ import annotations
 
-import platform
 import sys
 import time
 from collections.abc import Iterator
@@ -17,39 +16,32 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 import ecco_core as ec
-from ecco_core.tables import schema, to_tables
 
-from . import analyses, store
-from .batch import BatchFunction, Factors, check_prompt, load_model
+from . import factors as factor_fit
+from . import store
+from .batch import (
+    BatchFunction,
+    Factors,
+    activation_matrix,
+    describe,
+    examples_schema,
+    load_model,
+)
 from .checks import Checked
 from .errors import CorpusInputError
 from .options import RunConfig
-from .readers import read_batches
-
-
-def _versions() -> dict[str, str]:
-    import torch
-    import transformers
-
-    return {
-        "ecco_core": ec.__version__,
-        "transformers": transformers.__version__,
-        "torch": torch.__version__,
-        "pyarrow": pa.__version__,
-        "python": platform.python_version(),
-    }
+from .readers import Batch, read_batches
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _folders(config: RunConfig) -> dict[str, str]:
+def folders(config: RunConfig) -> dict[str, str]:
     """Folder of each table a batch writes (per-batch factor examples are candidates)."""
     return {
         name: store.CANDIDATES if name == "factor_examples" else name
@@ -57,51 +49,68 @@ def _folders(config: RunConfig) -> dict[str, str]:
     }
 
 
-def _valid_prompts(lm: ec.LM, checked: Checked) -> Iterator[tuple[Any, Any]]:
-    options = checked.config.options
+def fit_batches(checked: Checked) -> Iterator[Batch]:
+    """The batches the factors are fitted on: every one, or those of the first nmf_sample rows."""
+    limit = checked.config.nmf_sample
     for batch in read_batches(checked.source, checked.config.batch_size):
-        for pid, text, problem in zip(batch.ids, batch.texts, batch.problems, strict=True):
-            usable = not problem and text is not None
-            if usable and check_prompt(lm, text, options.max_new_tokens) is None:
-                yield pid, text
+        if limit is not None and batch.start >= limit:
+            return
+        if limit is not None and batch.end > limit:
+            keep = limit - batch.start
+            yield Batch(
+                batch.index,
+                batch.start,
+                batch.ids[:keep],
+                batch.texts[:keep],
+                batch.problems[:keep],
+            )
+            return
+        yield batch
+
+
+def save_factors(checked: Checked, components: np.ndarray, facts: dict[str, Any]) -> None:
+    """Write ``factor_loadings`` and ``factor_tokens`` of freshly fitted factors."""
+    out = checked.config.out
+    if "promoted_ids" in facts:
+        table = factor_fit.tokens_table(facts["promoted_ids"], facts["promoted_tokens"])
+        store.write_table(factor_fit.tokens_path(out), table)
+    table = factor_fit.loadings_table(components, int(facts["n_layers"]))
+    store.write_table(factor_fit.loadings_path(out), table)  # last: marks the fit done
 
 
 def fit_factors(lm: ec.LM, checked: Checked, progress: bool = False) -> Factors:
-    """NMF factors of neuron activations over the first ``nmf_sample`` usable prompts.
+    """NMF factors of the FFN activations of every token of the corpus (one streamed pass).
 
     Written once to ``factor_loadings``; a resumed run reads them back instead of refitting.
     """
     config = checked.config
-    path = config.out / "factor_loadings" / f"{store.FIT_PART}.parquet"
-    if path.is_file():
-        loads = pq.read_table(path).sort_by(
-            [("factor", "ascending"), ("layer", "ascending"), ("neuron", "ascending")]
-        )
-        k = len(pc.unique(loads.column("factor")))
-        components = loads.column("loading").to_numpy().reshape(k, -1)
-        return Factors(components=components.astype(np.float32))
-    if progress:
-        print(
-            f"fitting {config.nmf} neuron factors on the first {config.nmf_sample} prompts",
-            file=sys.stderr,
-        )
-    acts: list[ec.Activations] = []
-    texts: list[str] = []
-    for _, text in _valid_prompts(lm, checked):
-        texts.append(text)
-        if len(texts) == config.nmf_sample:
-            break
-    for start in range(0, len(texts), config.batch_size):
-        chunk = texts[start : start + config.batch_size]
-        gens = analyses.generate(lm, chunk, max_new_tokens=config.options.max_new_tokens)
-        good = [g for g in gens if isinstance(g, ec.Generation)]
-        acts += [a for a in analyses.activations(lm, good) if isinstance(a, ec.Activations)]
-    if not acts:
-        raise CorpusInputError("no prompt of the data set could be generated from: nothing to fit")
-    n_positions = sum(a.values.shape[2] for a in acts)
-    fact = ec.factorize(acts, n_components=min(config.nmf, n_positions), lm=lm)
-    store.write_table(path, to_tables(fact)["factor_loadings"])
-    return Factors(components=np.asarray(fact.neuron_factors, dtype=np.float32))
+    saved = factor_fit.read_components(config.out)
+    if saved is not None:
+        return Factors(components=saved)
+    total = checked.source.n_rows if config.nmf_sample is None else config.nmf_sample
+    bar = tqdm(
+        total=min(total, checked.source.n_rows),
+        unit="prompt",
+        desc="fitting neuron factors",
+        disable=not progress,
+        file=sys.stderr,
+    )
+
+    def matrices() -> Iterator[np.ndarray]:
+        for batch in fit_batches(checked):
+            yield activation_matrix(lm, batch.ids, batch.texts, config.options, batch.problems)
+            bar.update(len(batch.ids))
+
+    try:
+        components, _ = factor_fit.fit_stream(matrices(), config.nmf)
+    except ValueError as exc:
+        raise CorpusInputError(
+            "no prompt of the data set could be generated from: nothing to fit"
+        ) from exc
+    finally:
+        bar.close()
+    save_factors(checked, components, describe(lm, config.options, components))
+    return Factors(components=components)
 
 
 def _top_per_factor(candidates: pa.Table, top: int) -> pa.Table:
@@ -126,7 +135,7 @@ def finish_factor_examples(config: RunConfig, id_type: pa.DataType) -> int:
     among equal activations the earlier input row comes first.
     """
     folder = config.out / store.CANDIDATES
-    target = schema("factor_examples", id_type)
+    target = examples_schema(id_type)
     best = target.empty_table()
     for part in sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []:
         merged = pa.concat_tables([best, pq.read_table(part).cast(target)])
@@ -135,29 +144,78 @@ def finish_factor_examples(config: RunConfig, id_type: pa.DataType) -> int:
     return int(best.num_rows)
 
 
-def _manifest(
-    checked: Checked, lm: ec.LM, started: str, status: str, rows: dict[str, int], elapsed: float
+def manifest(
+    checked: Checked,
+    facts: dict[str, Any],
+    started: str,
+    status: str,
+    rows: dict[str, int],
+    elapsed: float,
 ) -> dict[str, Any]:
+    """manifest.json of a run; ``facts`` come from :func:`.batch.describe`."""
     config = checked.config
     return {
         "format": store.FORMAT,
         "status": status,
         "run": config.key(),
         "n_rows": checked.source.n_rows,
-        "model": lm.name,
-        "model_kind": lm.spec.kind,
-        "n_layers": lm.spec.n_layers,
+        "model": facts["model"],
+        "model_kind": facts["model_kind"],
+        "n_layers": facts["n_layers"],
         "analyses": list(config.options.analyses),
         "tables": sorted(rows),
         "rows": rows,
-        "engine": "local",
-        "device": str(lm.device),
-        "versions": _versions(),
+        "engine": config.engine,
+        "device": facts["device"],
+        "versions": facts["versions"],
         "command": sys.argv,
         "started": started,
         "updated": _now(),
         "elapsed_s": round(elapsed, 3),
     }
+
+
+def begin(checked: Checked, facts: dict[str, Any]) -> tuple[str, float]:
+    """Check the watch tokens, write a "running" manifest, remove unfinished parts.
+
+    Returns (start time of the first run, seconds spent by earlier runs).
+    """
+    if facts["watch_error"]:
+        raise CorpusInputError(f"--watch: {facts['watch_error']}")
+    out = checked.config.out
+    out.mkdir(parents=True, exist_ok=True)
+    previous = checked.manifest or {}
+    started = str(previous.get("started") or _now())
+    elapsed_before = float(previous.get("elapsed_s") or 0.0)
+    store.write_json(
+        out / store.MANIFEST, manifest(checked, facts, started, "running", {}, elapsed_before)
+    )
+    names = [*folders(checked.config).values(), "factor_examples", "factor_loadings"]
+    store.remove_unfinished(out, [*names, "factor_tokens"])
+    return started, elapsed_before
+
+
+def finish(checked: Checked, facts: dict[str, Any], started: str, elapsed: float) -> dict[str, Any]:
+    """Merge the factor examples, write the final manifest and the report; return the manifest."""
+    config = checked.config
+    rows: dict[str, int] = {}
+    for counts in store.done_shards(config.out).values():
+        for name, n in counts.items():
+            if name != "factor_examples":
+                rows[name] = rows.get(name, 0) + n
+    if "neurons" in config.options.analyses:
+        id_type = pa.string() if config.options.string_ids else pa.int64()
+        rows["factor_examples"] = finish_factor_examples(config, id_type)
+        for name in ("factor_loadings", "factor_tokens"):
+            path = config.out / name / f"{store.FIT_PART}.parquet"
+            if path.is_file():
+                rows[name] = int(pq.ParquetFile(path).metadata.num_rows)
+    result = manifest(checked, facts, started, "complete", rows, elapsed)
+    store.write_json(config.out / store.MANIFEST, result)
+    from .report import write_report
+
+    write_report(config.out)
+    return result
 
 
 def run(checked: Checked, *, progress: bool = True, lm: ec.LM | None = None) -> dict[str, Any]:
@@ -169,24 +227,9 @@ def run(checked: Checked, *, progress: bool = True, lm: ec.LM | None = None) -> 
     began = time.perf_counter()
     if lm is None:
         lm = load_model(config.model, config.device, config.dtype)
-    if "watch" in config.options.analyses:
-        from ecco_core.lens import watch_ids
-
-        try:
-            watch_ids(lm, list(config.options.watch))
-        except ec.InvalidArgumentError as exc:
-            raise CorpusInputError(f"--watch: {exc}") from exc
+    facts = describe(lm, config.options)
+    started, elapsed_before = begin(checked, facts)
     out = config.out
-    out.mkdir(parents=True, exist_ok=True)
-    previous = checked.manifest or {}
-    started = str(previous.get("started") or _now())
-    elapsed_before = float(previous.get("elapsed_s") or 0.0)
-    folders = _folders(config)
-    store.write_json(
-        out / store.MANIFEST, _manifest(checked, lm, started, "running", {}, elapsed_before)
-    )
-    store.remove_unfinished(out, [*folders.values(), "factor_examples", "factor_loadings"])
-
     factors = fit_factors(lm, checked, progress) if "neurons" in config.options.analyses else None
     function = BatchFunction(config.options, lm=lm, factors=factors)
     done = store.done_shards(out)
@@ -200,6 +243,7 @@ def run(checked: Checked, *, progress: bool = True, lm: ec.LM | None = None) -> 
         file=sys.stderr,
         smoothing=0.1,
     )
+    where = folders(config)
     try:
         for batch in read_batches(checked.source, config.batch_size):
             stem = store.shard_stem(batch.start, batch.end)
@@ -208,24 +252,8 @@ def run(checked: Checked, *, progress: bool = True, lm: ec.LM | None = None) -> 
             tables = function(
                 {"prompt_id": batch.ids, "text": batch.texts, "problem": batch.problems}
             )
-            store.save_shard(out, stem, tables, folders)
+            store.save_shard(out, stem, tables, where)
             bar.update(len(batch.ids))
     finally:
         bar.close()
-
-    rows: dict[str, int] = {}
-    for counts in store.done_shards(out).values():
-        for name, n in counts.items():
-            if name != "factor_examples":
-                rows[name] = rows.get(name, 0) + n
-    if factors is not None:
-        id_type = pa.string() if config.options.string_ids else pa.int64()
-        rows["factor_examples"] = finish_factor_examples(config, id_type)
-        rows["factor_loadings"] = int(factors.components.size)
-    elapsed = elapsed_before + time.perf_counter() - began
-    manifest = _manifest(checked, lm, started, "complete", rows, elapsed)
-    store.write_json(out / store.MANIFEST, manifest)
-    from .report import write_report
-
-    write_report(out)
-    return manifest
+    return finish(checked, facts, started, elapsed_before + time.perf_counter() - began)

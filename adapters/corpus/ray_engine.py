@@ -1,0 +1,499 @@
+"""The Ray Data engine: the same batches and tables as the local engine, on Ray actors.
+
+::
+
+    driver                                   actors (--workers, each loads the model once)
+    read_batches(FILE) -> one Arrow block per batch  ->  map_batches(RayBatch)
+    iter_batches <- one row per (batch, table): Arrow IPC bytes  <-  BatchFunction(batch)
+    store.save_shard(...) (atomic parts, then the batch's marker)
+
+The driver reads the prompts with the project's own readers (not ``ray.data.read_*``): that
+gives every row the same number and id as the local engine (``read_text`` drops blank lines,
+so line numbers would shift), lets ``--resume`` skip finished batches before anything is sent,
+and cuts the input into one block per batch, so every actor gets work (a file read by Ray is
+one block, so one busy actor). The tables come back to the driver and are written there with
+the local engine's store, so the output folder only has to exist on the driver, part names
+are the same, and a batch delivered twice (a retried task) rewrites identical files.
+
+With ``neurons``, a first execution streams every batch's activation matrix back, in input
+order, into ``MiniBatchNMF.partial_fit`` on the driver; the second computes the tables with the
+fitted factors. A small Ray task loads the model once more to describe it (manifest, the
+``--watch`` check, the tokens each factor promotes), so the driver never loads the model.
+
+Ray is imported only here, only when ``--engine ray`` runs; ``ecco_core`` never imports it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import secrets
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from tqdm.auto import tqdm
+
+from . import factors as factor_fit
+from . import runner, store
+from .batch import BatchFunction, Factors
+from .checks import Checked, check_address
+from .errors import CorpusInputError
+from .readers import read_batches
+
+CPU_WORKERS = 2  # default --workers on CPUs
+# Bounded connection attempts when joining --address (Ray's defaults retry for minutes).
+# They are read by Ray's C++ config when ray is imported, and by ray.init: set before both.
+CONNECT_ENV = {
+    "RAY_gcs_server_port_wait_time_s": "1",
+    "RAY_py_gcs_connect_timeout_s": "5",
+    "RAY_gcs_rpc_server_connect_timeout_s": "2",
+    "RAY_CLIENT_INITIAL_CONNECTION_TIMEOUT_S": "2",
+}
+QUIET_ENV = {"RAY_DATA_DISABLE_PROGRESS_BARS": "1", "RAY_DEDUP_LOGS": "0"}
+
+
+# --- what travels between driver and actors ---------------------------------------------------
+
+
+def input_block(batch: Any, string_ids: bool) -> pa.Table:
+    """One batch of input rows as an Arrow block, with the row range it covers."""
+    n = len(batch.ids)
+    return pa.table(
+        {
+            "_start": pa.array([batch.start] * n, pa.int64()),
+            "_end": pa.array([batch.end] * n, pa.int64()),
+            "prompt_id": pa.array(batch.ids, pa.string() if string_ids else pa.int64()),
+            "text": pa.array(batch.texts, pa.string()),
+            "problem": pa.array(batch.problems, pa.string()),
+        }
+    )
+
+
+def _ipc(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
+def pack(start: int, end: int, tables: dict[str, pa.Table]) -> pa.Table:
+    """One row per table of one batch: ``_start``, ``_end``, ``table``, ``payload`` (IPC).
+
+    Arrow IPC bytes let tables of any schema (empty ones included) travel through one Ray
+    Data column without schema unification.
+    """
+    names = list(tables)
+    return pa.table(
+        {
+            "_start": pa.array([start] * len(names), pa.int64()),
+            "_end": pa.array([end] * len(names), pa.int64()),
+            "table": pa.array(names, pa.string()),
+            "payload": pa.array([_ipc(tables[n]) for n in names], pa.large_binary()),
+        }
+    )
+
+
+def unpack(block: pa.Table) -> dict[tuple[int, int], dict[str, pa.Table]]:
+    """``{(start, end): {table: pyarrow.Table}}`` of the batches in a block of packed rows."""
+    found: dict[tuple[int, int], dict[str, pa.Table]] = {}
+    columns = block.select(["_start", "_end", "table", "payload"]).to_pydict()
+    for start, end, name, payload in zip(*columns.values(), strict=True):
+        found.setdefault((start, end), {})[name] = pa.ipc.open_stream(payload).read_all()
+    return found
+
+
+def _matrix_table(x: np.ndarray) -> pa.Table:
+    return pa.table(
+        {
+            "rows": pa.array([x.shape[0]], pa.int64()),
+            "cols": pa.array([x.shape[1] if x.ndim == 2 else 0], pa.int64()),
+            "values": pa.array([np.ascontiguousarray(x, np.float32).tobytes()], pa.large_binary()),
+        }
+    )
+
+
+def matrix_of(table: pa.Table) -> np.ndarray:
+    """The float32 activation matrix packed by :func:`_matrix_table`."""
+    rows, cols = table.column("rows")[0].as_py(), table.column("cols")[0].as_py()
+    buffer = table.column("values")[0].as_py()
+    return np.frombuffer(buffer, dtype=np.float32).reshape(rows, cols)
+
+
+class RayBatch:
+    """The actor: loads the model once, then maps blocks of input rows to packed tables.
+
+    ``mode="tables"`` returns every table of the batch (:class:`~.batch.BatchFunction`);
+    ``mode="fit"`` returns the batch's activation matrix (table ``activations``).
+    """
+
+    def __init__(
+        self,
+        options: Any,
+        model: str | None,
+        device: str | None,
+        dtype: str | None,
+        threads: int,
+        mode: str = "tables",
+        components: np.ndarray | None = None,
+    ) -> None:
+        import torch
+
+        torch.set_num_threads(threads)
+        factors = Factors(components=components) if components is not None else None
+        self.mode = mode
+        self.function = BatchFunction(
+            options, model=model, device=device, dtype=dtype, factors=factors
+        )
+
+    def __call__(self, block: pa.Table) -> pa.Table:
+        from .batch import activation_matrix
+
+        packed = []
+        starts = block.column("_start").to_numpy()
+        for start in dict.fromkeys(starts.tolist()):
+            rows = block.filter(pc.equal(block.column("_start"), start))
+            end = int(rows.column("_end")[0].as_py())
+            columns = {n: rows.column(n).to_pylist() for n in ("prompt_id", "text", "problem")}
+            if self.mode == "fit":
+                fn = self.function
+                x = activation_matrix(
+                    fn.lm, columns["prompt_id"], columns["text"], fn.options, columns["problem"]
+                )
+                tables = {"activations": _matrix_table(x)}
+            else:
+                tables = self.function(columns)
+            packed.append(pack(int(start), end, tables))
+        return pa.concat_tables(packed)
+
+
+def describe_task(
+    options: Any,
+    model: str | None,
+    device: str | None,
+    dtype: str | None,
+    components: np.ndarray | None,
+) -> dict[str, Any]:
+    """Run on a worker: load the model and describe it (see :func:`.batch.describe`)."""
+    from .batch import describe, load_model
+
+    return describe(load_model(model, device, dtype), options, components)
+
+
+# --- starting, joining and leaving Ray ----------------------------------------------------
+
+
+class _Environment:
+    """Set environment variables for the run; put the old values back afterwards."""
+
+    def __init__(self) -> None:
+        self.saved: dict[str, str | None] = {}
+
+    def set(self, **values: str) -> None:
+        for key, value in values.items():
+            self.saved.setdefault(key, os.environ.get(key))
+            os.environ[key] = value
+
+    def restore(self) -> None:
+        for key, value in self.saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self.saved.clear()
+
+
+def _refresh_ray_config() -> None:
+    """Make an already imported Ray re-read the RAY_* variables (auth mode, timeouts)."""
+    if "ray" in sys.modules:
+        with contextlib.suppress(Exception):
+            from ray._raylet import Config  # type: ignore[attr-defined]
+
+            Config.initialize("")
+
+
+def _auth_for_address(env: _Environment) -> None:
+    """Use token auth to join a cluster when a token is there (what ``ray start`` does)."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    token = Path.home() / ".ray" / "auth_token"
+    if token.exists() or os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        env.set(RAY_AUTH_MODE="token")
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt, so Ray is shut down and temp files removed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(*_: Any) -> None:
+        raise KeyboardInterrupt("terminated")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None, quiet: bool = True) -> Iterator[Any]:
+    """Join ``address``, use the Ray this process already started, or start a local one.
+
+    A local instance gets a private temporary folder and a private auth token (so
+    ``~/.ray/auth_token`` is never written); it is shut down and its folder removed on exit,
+    also on SIGTERM. Joining an unreachable address fails within seconds.
+    """
+    env = _Environment()
+    env.set(**{k: v for k, v in QUIET_ENV.items() if k not in os.environ})
+    temp: str | None = None
+    started = False
+    try:
+        if address is not None:
+            check_address(address)  # checks.check did it too; the cluster may have gone since
+            env.set(**{k: v for k, v in CONNECT_ENV.items() if k not in os.environ})
+            _auth_for_address(env)
+        _refresh_ray_config()
+        import ray
+
+        if address is None and ray.is_initialized():
+            yield ray
+            return
+        if address is None:
+            temp = tempfile.mkdtemp(prefix="ecco_ray_", dir="/tmp")  # short: Unix sockets
+            if "RAY_AUTH_MODE" not in os.environ:
+                token = Path(temp, "auth_token")
+                token.write_text(secrets.token_hex(16), encoding="utf-8")
+                token.chmod(0o600)
+                env.set(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
+                _refresh_ray_config()
+            init: dict[str, Any] = {"include_dashboard": False, "_temp_dir": temp}
+        else:
+            init = {"address": address}
+        try:
+            ray.init(**init, log_to_driver=not quiet, logging_level=logging.WARNING)
+        except Exception as exc:
+            where = f"--address {address}" if address else "a local Ray instance"
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CorpusInputError(
+                f"could not join {where}: {first} (auth: RAY_AUTH_MODE / RAY_AUTH_TOKEN_PATH "
+                "must match the cluster's)"
+            ) from exc
+        started = True
+        import ray.data
+
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False
+        context.print_on_execution_start = False
+        with _sigterm_as_interrupt():
+            yield ray
+    finally:
+        if started:
+            import ray
+
+            with contextlib.suppress(Exception):
+                ray.shutdown()
+        env.restore()
+        _refresh_ray_config()
+        if temp is not None:
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+
+def plan_workers(
+    resources: dict[str, float], workers: int | None, gpus: float
+) -> tuple[int, dict[str, float], int]:
+    """(actors, Ray resources per actor, torch threads per actor) for the cluster.
+
+    CPU actors share the cluster's CPUs but one (left to the driver, Ray Data and Ray
+    itself): a whole CPU each on a 2-CPU machine would leave nothing and hang. GPU actors
+    take ``gpus`` GPUs each. Raises CorpusInputError when the cluster cannot hold them
+    (Ray Data would wait forever).
+    """
+    cpus, have_gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
+    if gpus > 0:
+        n = workers if workers is not None else int(have_gpus // gpus)
+        if n < 1 or n * gpus > have_gpus + 1e-9:
+            raise CorpusInputError(
+                f"{max(n, 1)} workers with --gpus-per-worker {gpus:g} need "
+                f"{max(n, 1) * gpus:g} GPUs; the Ray cluster has {have_gpus:g}"
+            )
+        return n, {"num_gpus": gpus}, 1
+    n = workers if workers is not None else CPU_WORKERS
+    share = (cpus - 1) / n
+    if share < 0.25:
+        raise CorpusInputError(
+            f"{n} CPU workers do not fit on a Ray cluster of {cpus:g} CPUs (one stays free "
+            f"for the driver and Ray); use --workers {max(1, int((cpus - 1) * 4))} or fewer"
+        )
+    share = min(share, float(int(share * 4)) / 4)
+    return n, {"num_cpus": share}, max(1, int(share))
+
+
+def _dataset(ray: Any, blocks: list[pa.Table], actor: dict[str, Any], plan: Any) -> Any:
+    workers, resources, _ = plan
+    return ray.data.from_arrow(blocks).map_batches(
+        RayBatch,
+        fn_constructor_kwargs=actor,
+        batch_size=None,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=workers),
+        udf_modifying_row_count=True,
+        **resources,
+    )
+
+
+def _actor_kwargs(checked: Checked, plan: Any, mode: str, components: Any) -> dict[str, Any]:
+    config = checked.config
+    device = config.device or ("cuda" if config.gpus_per_worker > 0 else "cpu")
+    return {
+        "options": config.options,
+        "model": config.model,
+        "device": device,
+        "dtype": config.dtype,
+        "threads": plan[2],
+        "mode": mode,
+        "components": components,
+    }
+
+
+def _describe(ray: Any, checked: Checked, plan: Any, components: Any) -> dict[str, Any]:
+    kwargs = _actor_kwargs(checked, plan, "tables", components)
+    task = ray.remote(describe_task).options(**plan[1], max_retries=1)
+    try:
+        return dict(
+            ray.get(
+                task.remote(
+                    kwargs["options"],
+                    kwargs["model"],
+                    kwargs["device"],
+                    kwargs["dtype"],
+                    components,
+                )
+            )
+        )
+    except ray.exceptions.RayTaskError as exc:
+        cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+        first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        raise CorpusInputError(f"a Ray worker could not load the model: {first}") from exc
+
+
+def _fit(ray: Any, checked: Checked, plan: Any, progress: bool) -> np.ndarray:
+    """Stream activation matrices from the actors, in input order, into partial_fit."""
+    config = checked.config
+    batches = list(runner.fit_batches(checked))
+    blocks = [input_block(b, config.options.string_ids) for b in batches]
+    dataset = _dataset(ray, blocks, _actor_kwargs(checked, plan, "fit", None), plan)
+    bar = tqdm(
+        total=sum(len(b.ids) for b in batches),
+        unit="prompt",
+        desc="fitting neuron factors",
+        disable=not progress,
+        file=sys.stderr,
+    )
+
+    def in_order() -> Iterator[np.ndarray]:
+        waiting: dict[int, np.ndarray] = {}  # batches that came before their predecessors
+        starts = [b.start for b in batches]
+        index = {start: i for i, start in enumerate(starts)}
+        nxt = 0
+        for block in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+            for (start, end), tables in unpack(block).items():
+                if start in waiting or index[start] < nxt:
+                    continue  # delivered twice (a retried task)
+                waiting[start] = matrix_of(tables["activations"])
+                bar.update(end - start)
+            while nxt < len(starts) and starts[nxt] in waiting:
+                yield waiting.pop(starts[nxt])
+                nxt += 1
+
+    context = ray.data.DataContext.get_current()
+    kept, context.execution_options.preserve_order = context.execution_options.preserve_order, True
+    try:
+        components, _ = factor_fit.fit_stream(in_order(), config.nmf)
+    except ValueError as exc:
+        raise CorpusInputError(
+            "no prompt of the data set could be generated from: nothing to fit"
+        ) from exc
+    finally:
+        context.execution_options.preserve_order = kept
+        bar.close()
+    return components
+
+
+def run(checked: Checked, *, progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) a checked corpus run on Ray Data; return the final manifest."""
+    config = checked.config
+    began = time.perf_counter()
+    with ray_session(config.address, quiet=True) as ray:
+        plan = plan_workers(ray.cluster_resources(), config.workers, config.gpus_per_worker)
+        neurons = "neurons" in config.options.analyses
+        components = factor_fit.read_components(config.out) if neurons else None
+        try:
+            fit = neurons and components is None
+            if fit:  # one model description (a worker start) for the run: after the fit
+                components = _fit(ray, checked, plan, progress)
+            facts = _describe(ray, checked, plan, components if fit else None)
+            started, elapsed_before = runner.begin(checked, facts)
+            if fit:
+                runner.save_factors(checked, components, facts)
+            _tables(ray, checked, plan, components, progress)
+        except ray.exceptions.RayError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise RuntimeError(f"the Ray run failed: {first}") from exc
+    return runner.finish(checked, facts, started, elapsed_before + time.perf_counter() - began)
+
+
+def _tables(ray: Any, checked: Checked, plan: Any, components: Any, progress: bool) -> None:
+    """The tables pass: every batch not done yet, written on the driver as it comes back."""
+    config = checked.config
+    done = store.done_shards(config.out)
+    todo = [
+        input_block(batch, config.options.string_ids)
+        for batch in read_batches(checked.source, config.batch_size)
+        if store.shard_stem(batch.start, batch.end) not in done
+    ]
+    already = checked.source.n_rows - sum(b.num_rows for b in todo)
+    bar = tqdm(
+        total=checked.source.n_rows,
+        initial=already,
+        unit="prompt",
+        desc="ecco-core corpus (ray)",
+        disable=not progress,
+        file=sys.stderr,
+        smoothing=0.1,
+    )
+    folders = runner.folders(config)
+    written: set[str] = set()
+    try:
+        if todo:
+            kwargs = _actor_kwargs(checked, plan, "tables", components)
+            dataset = _dataset(ray, todo, kwargs, plan)
+            for block in dataset.iter_batches(
+                batch_size=None, batch_format="pyarrow", prefetch_batches=2
+            ):
+                for (start, end), tables in unpack(block).items():
+                    stem = store.shard_stem(start, end)
+                    if stem in written:
+                        continue  # delivered twice (a retried task): same files
+                    store.save_shard(config.out, stem, tables, folders)
+                    written.add(stem)
+                    bar.update(end - start)
+    finally:
+        bar.close()

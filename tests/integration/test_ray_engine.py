@@ -1,0 +1,298 @@
+"""``--engine ray`` with a real Ray: same tables as the local engine, a separate head joined
+with --address, a worker killed mid-run, an unreachable address, and --resume after the
+driver is killed. Skipped when ray is not installed (``pip install 'ecco-core[ray]'``).
+
+Every Ray process started here is stopped by its own pid (never ``ray stop``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as ds
+import pytest
+
+from ecco_adapters.corpus import BatchOptions, RunConfig, run_corpus
+
+pytest.importorskip("ray")
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+PROMPTS = [f"The tower number {i} is in the city of" for i in range(7)] + [
+    "Heathrow airport is located in",
+    "She said that he would come back",
+]
+TABLES = ("generations", "rankings", "attributions", "errors")
+
+
+def _table(out: Path, name: str) -> pd.DataFrame:
+    frame = ds.dataset(out / name, format="parquet").to_table().to_pandas()
+    keys = [c for c in ("prompt_id", "factor", "step", "layer", "neuron", "rank") if c in frame]
+    keys += [c for c in ("source_index", "method", "k", "position") if c in frame]
+    return frame.sort_values(keys).reset_index(drop=True)
+
+
+def _assert_same(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    assert list(a.columns) == list(b.columns)
+    assert len(a) == len(b)
+    for column in a.columns:
+        x, y = a[column], b[column]
+        if x.dtype.kind == "f":
+            np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5, err_msg=column)
+        elif len(x) and isinstance(x.iloc[0], np.ndarray) and x.iloc[0].dtype.kind == "f":
+            np.testing.assert_allclose(np.stack(x), np.stack(y), rtol=1e-4, atol=1e-5)
+        elif len(x) and isinstance(x.iloc[0], np.ndarray):
+            assert [v.tolist() for v in x] == [v.tolist() for v in y], column
+        else:
+            assert x.tolist() == y.tolist(), column
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    return {**env, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "RAY_AUTH_MODE": "disabled"}
+
+
+# --- (a) an in-process local Ray: the same tables as the local engine --------------------------
+
+
+def test_ray_tables_equal_local_tables_with_errors_and_factors(
+    tiny_path: Callable[[str], Path], tmp_path: Path
+) -> None:
+    rows = [{"id": f"q{i}", "text": t} for i, t in enumerate(PROMPTS)]
+    rows.insert(3, {"id": "empty", "text": "  "})
+    rows.insert(6, {"id": "long", "text": "word " * 300})  # beyond the tiny model's 128
+    data = tmp_path / "prompts.jsonl"
+    pd.DataFrame(rows).to_json(data, orient="records", lines=True)
+    base = {
+        "data": data,
+        "model": str(tiny_path("gpt2")),
+        "id_column": "id",
+        "batch_size": 3,
+        "nmf": 3,
+        "options": BatchOptions(
+            analyses=("generate", "rankings", "attribution", "neurons"),
+            methods=("grad_x_input",),
+            max_new_tokens=2,
+            top_examples=4,
+        ),
+    }
+    local = run_corpus(RunConfig(**base, out=tmp_path / "local"))
+    remote = run_corpus(RunConfig(**base, out=tmp_path / "ray", engine="ray", workers=2))
+    import ray
+
+    assert not ray.is_initialized()  # the local instance it started is shut down
+    assert not list(Path("/tmp").glob(f"ecco_ray_*/session_*/logs/*{os.getpid()}*"))
+    for name in (*TABLES, "factor_loadings", "factor_tokens"):
+        _assert_same(_table(remote, name), _table(local, name))
+    # "The tower number 0/1/..." share their first tokens, so examples there tie across
+    # prompts; float noise (1 thread per actor, 2 here) may pick another of the tied prompts.
+    same = ["factor", "rank", "position", "token", "activation"]
+    examples = [
+        _table(out, "factor_examples").sort_values(["factor", "rank"]) for out in (remote, local)
+    ]
+    _assert_same(*(e[same].reset_index(drop=True) for e in examples))
+    errors = _table(remote, "errors").set_index("prompt_id")
+    assert errors.loc["empty", "stage"] == "input" and errors.loc["long", "stage"] == "tokenize"
+    parts = sorted(p.name for p in (remote / "generations").iterdir())
+    assert parts == sorted(p.name for p in (local / "generations").iterdir())
+    manifest = pd.read_json(remote / "manifest.json", typ="series")
+    assert manifest["engine"] == "ray" and manifest["status"] == "complete"
+
+
+# --- a separate head process, joined with --address --------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _stop(process: subprocess.Popen[Any]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)  # its own session, started below
+            process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def head() -> Iterator[tuple[str, subprocess.Popen[Any]]]:
+    """``ray start --head --block`` on a free port; stopped by its pid afterwards."""
+    port = _free_port()
+    temp = tempfile.mkdtemp(prefix="ecco_rt_", dir="/tmp")  # short: Unix socket paths
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    env = {**_env(), "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
+    command = [ray_bin, "start", "--head", "--port", str(port), "--num-cpus", "2"]
+    command += ["--include-dashboard=false", "--temp-dir", temp, "--block"]
+    command += ["--disable-usage-stats"]
+    log = open(Path(temp, "head.log"), "w")  # noqa: SIM115 (closed below)
+    process = subprocess.Popen(
+        command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            assert process.poll() is None, Path(temp, "head.log").read_text()[-2000:]
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                break
+            time.sleep(0.2)
+        yield f"127.0.0.1:{port}", process
+    finally:
+        _stop(process)
+        log.close()
+        import shutil
+
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _command(data: Path, out: Path, model: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "ecco_adapters.entry",
+        "corpus",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--model",
+        str(model),
+        "--batch-size",
+        "2",
+        "--max-new-tokens",
+        "2",
+        "--analyses",
+        "generate,rankings",
+        "--quiet",
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def clean(
+    tiny_path: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Path, dict[str, pd.DataFrame]]:
+    """A prompt file of 38 rows (2 empty) and its tables from the local engine."""
+    folder = tmp_path_factory.mktemp("ray-faults")
+    texts = [*[f"{p} number {i}" for i in range(4) for p in PROMPTS][:38], "", "   "]
+    data = folder / "prompts.txt"
+    data.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    model = tiny_path("gpt2")
+    config = RunConfig(
+        data=data,
+        out=folder / "clean",
+        model=str(model),
+        batch_size=2,
+        options=BatchOptions(analyses=("generate", "rankings"), max_new_tokens=2),
+    )
+    out = run_corpus(config)
+    return data, model, {n: _table(out, n) for n in ("generations", "rankings", "errors")}
+
+
+def _session_pids(head_pid: int, name: str) -> list[int]:
+    """Pids of the head's own processes (its session) whose title contains ``name``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getsid(int(entry.name)) != head_pid:
+                continue
+            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ProcessLookupError):
+            continue
+        if name in title:
+            found.append(int(entry.name))
+    return found
+
+
+def _wait_for_markers(out: Path, process: subprocess.Popen[Any], n: int) -> None:
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        markers = out / "_shards"
+        if markers.is_dir() and len(list(markers.glob("*.json"))) >= n:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no {n} finished batches: exit {process.poll()}")
+
+
+def test_joined_head_with_a_worker_killed_mid_run_gives_complete_tables(
+    head: tuple[str, subprocess.Popen[Any]], clean: Any, tmp_path: Path
+) -> None:
+    address, head_process = head
+    data, model, expected = clean
+    out = tmp_path / "out"
+    run = subprocess.Popen(
+        _command(data, out, model, "--engine", "ray", "--address", address, "--workers", "2"),
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _wait_for_markers(out, run, 1)
+    workers = _session_pids(head_process.pid, "MapWorker")
+    assert workers, "no Ray Data actor found in the head's session"
+    os.kill(workers[0], signal.SIGKILL)
+    stdout, stderr = run.communicate(timeout=300)
+    assert run.returncode == 0, stderr[-3000:]
+    assert "tables: " in stdout
+    for name, table in expected.items():
+        _assert_same(_table(out, name), table)
+    generations = _table(out, "generations")
+    assert not generations.duplicated(["prompt_id", "step"]).any()
+    n_rows = len(data.read_text(encoding="utf-8").splitlines())
+    assert len(list((out / "_shards").glob("*.json"))) == (n_rows + 1) // 2
+
+
+def test_resume_after_the_driver_is_killed(
+    head: tuple[str, subprocess.Popen[Any]], clean: Any, tmp_path: Path
+) -> None:
+    address, _ = head
+    data, model, expected = clean
+    out = tmp_path / "out"
+    command = _command(data, out, model, "--engine", "ray", "--address", address)
+    run = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _wait_for_markers(out, run, 2)
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    done = len(list((out / "_shards").glob("*.json")))
+    n_rows = len(data.read_text(encoding="utf-8").splitlines())
+    assert done < (n_rows + 1) // 2, "the run ended before it could be killed"
+    resumed = subprocess.run(
+        [*command, "--resume"], env=_env(), capture_output=True, text=True, timeout=300
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for name, table in expected.items():
+        _assert_same(_table(out, name), table)
+
+
+def test_unreachable_address_is_a_one_line_error_within_30_s(clean: Any, tmp_path: Path) -> None:
+    data, model, _ = clean
+    for address in (f"127.0.0.1:{_free_port()}", f"ray://127.0.0.1:{_free_port()}"):
+        start = time.monotonic()
+        done = subprocess.run(
+            _command(data, tmp_path / "out", model, "--engine", "ray", "--address", address),
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert time.monotonic() - start < 30
+        assert done.returncode == 2
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and address in lines[0], done.stderr
