@@ -451,7 +451,7 @@ def run(checked: Checked, *, progress: bool = True) -> dict[str, Any]:
                 components = _fit(ray, checked, plan, progress)
             facts = _describe(ray, checked, plan, components if fit else None)
             started, elapsed_before = runner.begin(checked, facts)
-            if fit:
+            if fit and components is not None:
                 runner.save_factors(checked, components, facts)
             _tables(ray, checked, plan, components, progress)
         except ray.exceptions.RayError as exc:
