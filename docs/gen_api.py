@@ -12,7 +12,7 @@ import attrs
 
 import ecco_core as ec
 from ecco_adapters import corpus, html, notebook, vega
-from ecco_adapters.corpus import batch
+from ecco_adapters.corpus import batch, ray_engine
 
 HEADER = """# API reference
 
@@ -60,6 +60,8 @@ def build() -> str:
         ("corpus.BatchOptions", corpus.BatchOptions),
         ("corpus.batch.BatchFunction", batch.BatchFunction),
         ("corpus.batch.process_batch", batch.process_batch),
+        ("corpus.ray_engine.run", ray_engine.run),
+        ("corpus.ray_engine.ray_session", ray_engine.ray_session),
     ):
         parts.append(_function(name, obj))
     return "\n".join(parts)

@@ -31,12 +31,12 @@ class Checked:
 
 def check(config: RunConfig) -> Checked:
     """Check the data file, the options and the output folder; raise CorpusInputError."""
+    if config.engine == "ray" and config.address is not None:
+        check_address(config.address)
     if config.engine == "ray" and importlib.util.find_spec("ray") is None:
         raise CorpusInputError(
             "--engine ray needs Ray Data: pip install 'ecco-core[ray]' (ray[data] 2.60)"
         )
-    if config.engine == "ray" and config.address is not None:
-        check_address(config.address)
     source = open_prompts(config.data, config.column, config.id_column)
     string_ids = source.id_column is not None
     if config.options.string_ids != string_ids:

@@ -459,7 +459,10 @@ def _bad_inputs(tmp_path: Path) -> list[tuple[list[str], str]]:
             ["--data", str(good), "--out", out, "--analyses", "attribution", "--method", "lrp2"],
             "unknown attribution method 'lrp2'",
         ),
-        (["--data", str(good), "--out", out, "--engine", "ray"], "issue 12"),
+        (
+            ["--data", str(good), "--out", out, "--engine", "ray", "--address", "nohost"],
+            "--address 'nohost' is not valid",
+        ),
         (["--data", str(good), "--out", out, "--workers", "2"], "only to --engine ray"),
         (["--data", str(good), "--out", out, "--batch-size", "0"], "--batch-size must be"),
         (["--data", str(good), "--out", out, "--analyses", "watch"], "needs tokens"),
