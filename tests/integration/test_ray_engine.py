@@ -228,7 +228,8 @@ def _wait_for_markers(out: Path, process: subprocess.Popen[Any], n: int) -> None
         if markers.is_dir() and len(list(markers.glob("*.json"))) >= n:
             return
         time.sleep(0.05)
-    raise AssertionError(f"no {n} finished batches: exit {process.poll()}")
+    said = process.stderr.read().decode(errors="replace")[-2000:] if process.stderr else ""
+    raise AssertionError(f"no {n} finished batches: exit {process.poll()}: {said}")
 
 
 def _n_markers(out: Path) -> int:
