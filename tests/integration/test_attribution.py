@@ -112,6 +112,9 @@ def _expected_scores(raw: torch.Tensor, token_level: bool) -> np.ndarray:
 GRADIENT_AND_PERTURBATION = [m for m in ec.list_methods() if m not in ATTENTION]
 
 
+# Tiny random models put some targets near probability 0, where 50 IG steps may miss the 5%
+# completeness tolerance (platform-dependent rounding); the comparison with captum still holds.
+@pytest.mark.filterwarnings("ignore::ecco_core.errors.ConvergenceWarning")
 @pytest.mark.parametrize("method", GRADIENT_AND_PERTURBATION)
 @pytest.mark.parametrize("family", FAMILIES)
 def test_method_matches_captum_on_each_prefix(tiny_lm, family: str, method: str) -> None:
