@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import ecco_core as ec
 
 from .corpus import cli as corpus_cli
+from .names import check_dtype, resolve_method
 
 
 class UsageError(Exception):
@@ -150,6 +151,11 @@ def _check_report(args: argparse.Namespace) -> tuple[Path, Path | None]:
     sampling = [name for name, value in options.items() if value is not None]
     if sampling and not args.sample:
         raise UsageError(f"{', '.join(sampling)} only apply with --sample")
+    for name in args.attribution:
+        if name.lower() != "none":
+            resolve_method(name, UsageError)
+    if args.dtype is not None:
+        check_dtype(args.dtype, "--dtype", UsageError)
     out = _writable(args.out, "--out")
     json_path = _writable(args.json, "--json") if args.json else None
     if json_path is not None and json_path.resolve() == out.resolve():
@@ -247,19 +253,14 @@ def _report(args: argparse.Namespace, out: Path, json_path: Path | None) -> int:
     from tqdm.auto import tqdm
 
     import ecco_core as ec
-    from ecco_core.attribution import resolve_method
     from ecco_core.dtypes import resolve_dtype
     from ecco_core.records import Record
     from ecco_core.serialization import to_envelope, write_text_atomic
 
     from . import html
 
-    wanted = [m for m in args.attribution if m.lower() != "none"]
-    try:
-        methods = [resolve_method(m) for m in wanted]
-        dtype = resolve_dtype(args.dtype, "--dtype") if args.dtype is not None else None
-    except ec.InvalidArgumentError as exc:
-        raise UsageError(str(exc)) from exc
+    methods = [resolve_method(m) for m in args.attribution if m.lower() != "none"]
+    dtype = resolve_dtype(args.dtype, "--dtype") if args.dtype is not None else None
 
     steps = ["load model", "generate", "logit lens", *[f"attribution: {m}" for m in methods]]
     steps += ["neuron factors"] if args.nmf else []

@@ -14,9 +14,10 @@ import argparse
 import sys
 from typing import Any
 
+from ..names import METHODS, check_dtype
 from .checks import Checked
 from .errors import CorpusInputError
-from .options import ANALYSES, METHODS, BatchOptions, RunConfig, parse_analyses, resolve_method
+from .options import ANALYSES, BatchOptions, RunConfig, parse_analyses, resolve_method
 
 DESCRIPTION = "run analyses over every prompt of a data set; write Parquet tables and a report"
 
@@ -57,7 +58,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-examples", type=int, default=10, metavar="N", help="per factor")
     p.add_argument("--batch-size", type=int, default=16, metavar="B", help="default 16")
     p.add_argument("--device", default=None, metavar="D", help="cpu, cuda, cuda:1, ...")
-    p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"], metavar="T")
+    p.add_argument(
+        "--dtype", default=None, metavar="T", help="bf16, fp16, fp32, ... (default: the model's)"
+    )
     p.add_argument(
         "--engine", default="local", choices=["local", "ray"], help="local (default) or ray"
     )
@@ -111,7 +114,7 @@ def config_from(args: argparse.Namespace) -> RunConfig:
         column=args.column,
         id_column=args.id_column,
         device=args.device,
-        dtype=args.dtype,
+        dtype=None if args.dtype is None else check_dtype(args.dtype, "--dtype", CorpusInputError),
         batch_size=args.batch_size,
         options=options,
         nmf=args.nmf,

@@ -13,41 +13,11 @@ from typing import Any
 
 import attrs
 
+from .. import names
 from .errors import CorpusInputError
 
 ENGINES = ("local", "ray")
 ANALYSES = ("generate", "rankings", "layer_predictions", "watch", "attribution", "neurons")
-
-# Attribution method names and aliases, as ``ecco_core.attribution`` accepts them. Kept here so
-# that a wrong name is caught before torch is imported; a test checks both lists agree.
-METHODS = (
-    "integrated_gradients",
-    "saliency",
-    "grad_x_input",
-    "deep_lift",
-    "deep_lift_shap",
-    "guided_backprop",
-    "deconvolution",
-    "gradient_shap",
-    "feature_ablation",
-    "occlusion",
-    "lime",
-    "kernel_shap",
-    "attention_rollout",
-    "attention_last_layer",
-)
-METHOD_ALIASES = {
-    "ig": "integrated_gradients",
-    "gradient": "saliency",
-    "input_x_gradient": "grad_x_input",
-    "dl": "deep_lift",
-    "dls": "deep_lift_shap",
-    "gb": "guided_backprop",
-    "deconv": "deconvolution",
-    "gs": "gradient_shap",
-    "ablation": "feature_ablation",
-    "rollout": "attention_rollout",
-}
 
 
 def parse_analyses(text: str) -> tuple[str, ...]:
@@ -64,13 +34,7 @@ def parse_analyses(text: str) -> tuple[str, ...]:
 
 def resolve_method(name: str) -> str:
     """Canonical attribution method for ``name`` or an alias, else CorpusInputError."""
-    canonical = METHOD_ALIASES.get(name.lower(), name.lower())
-    if canonical not in METHODS:
-        aliases = ", ".join(f"{k}={v}" for k, v in METHOD_ALIASES.items())
-        raise CorpusInputError(
-            f"unknown attribution method {name!r}; valid: {', '.join(METHODS)} (aliases: {aliases})"
-        )
-    return canonical
+    return names.resolve_method(name, CorpusInputError)
 
 
 def _tuple(value: Iterable[str]) -> tuple[str, ...]:
@@ -116,7 +80,7 @@ class BatchOptions:
         if bad or "generate" not in self.analyses:
             raise CorpusInputError(f"analyses must include generate and be among {ANALYSES}")
         for method in self.methods:
-            if method not in METHODS:
+            if method not in names.METHODS:
                 resolve_method(method)  # raises, listing the valid names
         if "attribution" in self.analyses and not self.methods:
             raise CorpusInputError("the attribution analysis needs at least one --method")

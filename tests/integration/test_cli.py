@@ -127,6 +127,8 @@ def _subprocess(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         ["report"],
         ["report", "--prompt", " "],
         ["report", "--prompt", "x", "--out", "/no/such/folder/r.html"],
+        ["report", "--prompt", "x", "--attribution", "ig", "no_such_method"],
+        ["report", "--prompt", "x", "--dtype", "int8"],
         ["explain"],
     ],
 )

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import ecco_core as ec
+from ecco_adapters import names
 from ecco_adapters.corpus import BatchOptions, CorpusInputError, RunConfig, run_corpus
 from ecco_adapters.corpus import batch as batch_module
 from ecco_adapters.corpus import options as corpus_options
@@ -87,13 +88,18 @@ def test_bad_files_are_refused(tmp_path: Path, name: str, content: str, message:
         open_prompts(tmp_path / name)
 
 
-def test_method_names_agree_with_the_core() -> None:
+def test_method_and_dtype_names_agree_with_the_core() -> None:
     from ecco_core import attribution
+    from ecco_core.dtypes import DTYPE_SPELLINGS
 
-    assert list(corpus_options.METHODS) == ec.list_methods()
-    assert corpus_options.METHOD_ALIASES == attribution.ALIASES
+    assert list(names.METHODS) == ec.list_methods()
+    assert names.METHOD_ALIASES == attribution.ALIASES
     for name in [*ec.list_methods(), *attribution.ALIASES]:
         assert corpus_options.resolve_method(name) == attribution.resolve_method(name)
+    core_spellings = tuple(DTYPE_SPELLINGS)
+    assert core_spellings == names.DTYPE_NAMES
+    with pytest.raises(CorpusInputError, match="valid: bf16, bfloat16"):
+        names.check_dtype("int8", "--dtype", CorpusInputError)
 
 
 # --- the local engine end to end --------------------------------------------------------------
@@ -465,6 +471,7 @@ def _bad_inputs(tmp_path: Path) -> list[tuple[list[str], str]]:
         ),
         (["--data", str(good), "--out", out, "--workers", "2"], "only to --engine ray"),
         (["--data", str(good), "--out", out, "--batch-size", "0"], "--batch-size must be"),
+        (["--data", str(good), "--out", out, "--dtype", "int8"], "not a floating-point type"),
         (["--data", str(good), "--out", out, "--analyses", "watch"], "needs tokens"),
         (["--data", str(good)], "required: --out"),
     ]
