@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import socket
 from typing import Any
 
@@ -69,9 +70,37 @@ def check_address(address: str) -> None:
             f"--address {address!r} is not valid; use auto, host:port or ray://host:port"
         )
     try:
-        socket.create_connection(where, timeout=5).close()
+        connection = socket.create_connection(where, timeout=5)
     except OSError as exc:
         raise CorpusInputError(
             f"no Ray cluster at --address {address}: {exc.strerror or exc}; start one with "
             "`ray start --head`, or check the address"
         ) from exc
+    with connection:
+        if os.environ.get("RAY_USE_TLS", "0") in ("0", "") and not _answers_http2(connection):
+            raise CorpusInputError(
+                f"--address {address} accepts connections but does not answer as Ray does "
+                "(no gRPC server there); give the head's GCS port (6379 by default) or "
+                "ray://host:10001 for Ray Client"
+            )
+
+
+# Client connection preface of HTTP/2 (RFC 9113, section 3.4) followed by an empty SETTINGS frame.
+_HTTP2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
+def _answers_http2(connection: socket.socket, timeout: float = 5.0) -> bool:
+    """Whether the server behind ``connection`` answers like a gRPC server (Ray's GCS and Ray
+    Client both are): its first frame after the client preface is a SETTINGS frame (type 4)."""
+    connection.settimeout(timeout)
+    try:
+        connection.sendall(_HTTP2_HELLO)
+        header = b""
+        while len(header) < 9:
+            chunk = connection.recv(9 - len(header))
+            if not chunk:
+                return False
+            header += chunk
+    except OSError:
+        return False
+    return header[3] == 4

@@ -55,11 +55,14 @@ from .readers import read_batches
 CPU_WORKERS = 2  # default --workers on CPUs
 # Bounded connection attempts when joining --address (Ray's defaults retry for minutes).
 # They are read by Ray's C++ config when ray is imported, and by ray.init: set before both.
+# A closed port is caught earlier by a socket check (checks.check_address), so these only bound
+# a port that accepts connections but does not answer as Ray; they leave room for a slow head
+# (tighter values, 1/5/2/2 s, failed a join once on a machine at load average 10).
 CONNECT_ENV = {
-    "RAY_gcs_server_port_wait_time_s": "1",
-    "RAY_py_gcs_connect_timeout_s": "5",
-    "RAY_gcs_rpc_server_connect_timeout_s": "2",
-    "RAY_CLIENT_INITIAL_CONNECTION_TIMEOUT_S": "2",
+    "RAY_gcs_server_port_wait_time_s": "2",
+    "RAY_py_gcs_connect_timeout_s": "15",
+    "RAY_gcs_rpc_server_connect_timeout_s": "5",
+    "RAY_CLIENT_INITIAL_CONNECTION_TIMEOUT_S": "10",
 }
 QUIET_ENV = {"RAY_DATA_DISABLE_PROGRESS_BARS": "1", "RAY_DEDUP_LOGS": "0"}
 
