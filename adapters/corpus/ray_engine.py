@@ -299,6 +299,8 @@ def ray_session(address: str | None, quiet: bool = True) -> Iterator[Any]:
         import ray.data
 
         logging.getLogger("ray.data").setLevel(logging.WARNING)
+        # It would warn that the progress bars it was told to disable are disabled.
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
         context.print_on_execution_start = False
@@ -351,6 +353,7 @@ def plan_workers(
 
 def _dataset(ray: Any, blocks: list[pa.Table], actor: dict[str, Any], plan: Any) -> Any:
     workers, resources, _ = plan
+    workers = max(1, min(workers, len(blocks)))  # more actors than batches would idle
     return ray.data.from_arrow(blocks).map_batches(
         RayBatch,
         fn_constructor_kwargs=actor,
