@@ -36,7 +36,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,10 +78,20 @@ def input_block(batch: Any, string_ids: bool) -> pa.Table:
             "_start": pa.array([batch.start] * n, pa.int64()),
             "_end": pa.array([batch.end] * n, pa.int64()),
             "prompt_id": pa.array(batch.ids, pa.string() if string_ids else pa.int64()),
-            "text": pa.array(batch.texts, pa.string()),
+            # Bytes, not strings: a lone surrogate (valid in a Python str, not in Arrow's UTF-8)
+            # must reach the worker, which turns it into an errors row as the local engine does.
+            "text": pa.array([text_bytes(t) for t in batch.texts], pa.large_binary()),
             "problem": pa.array(batch.problems, pa.string()),
         }
     )
+
+
+def text_bytes(text: str | None) -> bytes | None:
+    return None if text is None else text.encode("utf-8", "surrogatepass")
+
+
+def text_of(data: bytes | None) -> str | None:
+    return None if data is None else data.decode("utf-8", "surrogatepass")
 
 
 def _ipc(table: pa.Table) -> bytes:
@@ -115,6 +125,30 @@ def unpack(block: pa.Table) -> dict[tuple[int, int], dict[str, pa.Table]]:
     for start, end, name, payload in zip(*columns.values(), strict=True):
         found.setdefault((start, end), {})[name] = pa.ipc.open_stream(payload).read_all()
     return found
+
+
+def whole_batches(
+    blocks: Iterable[pa.Table], expected: set[str]
+) -> Iterator[tuple[int, int, dict[str, pa.Table]]]:
+    """(start, end, tables) of each batch once all ``expected`` tables of it have arrived.
+
+    Ray Data cuts a large output block by rows, so one batch's packed tables may come in
+    several blocks; a retried task may deliver a batch twice (given once). Raises
+    RuntimeError if the blocks end with a batch still incomplete.
+    """
+    pending: dict[tuple[int, int], dict[str, pa.Table]] = {}
+    given: set[tuple[int, int]] = set()
+    for block in blocks:
+        for key, tables in unpack(block).items():
+            if key in given:
+                continue
+            pending.setdefault(key, {}).update(tables)
+            if set(pending[key]) >= expected:
+                given.add(key)
+                yield key[0], key[1], pending.pop(key)
+    if pending:
+        missing = {f"{a}-{b}": sorted(expected - set(t)) for (a, b), t in pending.items()}
+        raise RuntimeError(f"the Ray run returned batches without all their tables: {missing}")
 
 
 def _matrix_table(x: np.ndarray) -> pa.Table:
@@ -168,7 +202,8 @@ class RayBatch:
         for start in dict.fromkeys(starts.tolist()):
             rows = block.filter(pc.equal(block.column("_start"), start))
             end = int(rows.column("_end")[0].as_py())
-            columns = {n: rows.column(n).to_pylist() for n in ("prompt_id", "text", "problem")}
+            columns = {n: rows.column(n).to_pylist() for n in ("prompt_id", "problem")}
+            columns["text"] = [text_of(t) for t in rows.column("text").to_pylist()]
             if self.mode == "fit":
                 fn = self.function
                 x = activation_matrix(
@@ -264,6 +299,8 @@ def ray_session(address: str | None, quiet: bool = True) -> Iterator[Any]:
     env.set(**{k: v for k, v in QUIET_ENV.items() if k not in os.environ})
     temp: str | None = None
     started = False
+    main_thread = threading.current_thread() is threading.main_thread()
+    sigterm = signal.getsignal(signal.SIGTERM) if main_thread else None
     try:
         if address is not None:
             check_address(address)  # checks.check did it too; the cluster may have gone since
@@ -312,6 +349,8 @@ def ray_session(address: str | None, quiet: bool = True) -> Iterator[Any]:
 
             with contextlib.suppress(Exception):
                 ray.shutdown()
+            if main_thread and sigterm is not None:  # ray.init installed its own handler
+                signal.signal(signal.SIGTERM, sigterm)
         env.restore()
         _refresh_ray_config()
         if temp is not None:
@@ -322,16 +361,21 @@ def ray_session(address: str | None, quiet: bool = True) -> Iterator[Any]:
 
 
 def plan_workers(
-    resources: dict[str, float], workers: int | None, gpus: float
+    resources: dict[str, float],
+    workers: int | None,
+    gpus: float,
+    largest: dict[str, float] | None = None,
 ) -> tuple[int, dict[str, float], int]:
     """(actors, Ray resources per actor, torch threads per actor) for the cluster.
 
-    CPU actors share the cluster's CPUs but one (left to the driver, Ray Data and Ray
-    itself): a whole CPU each on a 2-CPU machine would leave nothing and hang. GPU actors
-    take ``gpus`` GPUs each. Raises CorpusInputError when the cluster cannot hold them
-    (Ray Data would wait forever).
+    ``resources`` are the cluster's totals, ``largest`` the most CPUs and GPUs one node has
+    (default: the totals, one node): an actor must fit on one node. CPU actors share the
+    cluster's CPUs but one (left to the driver, Ray Data and Ray itself): a whole CPU each on
+    a 2-CPU machine would leave nothing and hang. GPU actors take ``gpus`` GPUs each. Raises
+    CorpusInputError when the cluster cannot hold them (Ray Data would wait forever).
     """
     cpus, have_gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
+    largest = resources if largest is None else largest
     if gpus > 0:
         n = workers if workers is not None else int(have_gpus // gpus)
         if n < 1 or n * gpus > have_gpus + 1e-9:
@@ -339,9 +383,19 @@ def plan_workers(
                 f"{max(n, 1)} workers with --gpus-per-worker {gpus:g} need "
                 f"{max(n, 1) * gpus:g} GPUs; the Ray cluster has {have_gpus:g}"
             )
+        if gpus > float(largest.get("GPU", 0)) + 1e-9:
+            raise CorpusInputError(
+                f"--gpus-per-worker {gpus:g}: no node of the Ray cluster has that many GPUs "
+                f"(the most on one node: {float(largest.get('GPU', 0)):g})"
+            )
         return n, {"num_gpus": gpus}, 1
+    if cpus < 2:
+        raise CorpusInputError(
+            f"the Ray engine needs a cluster of at least 2 CPUs (one stays free for the driver "
+            f"and Ray); this one has {cpus:g}: use --engine local"
+        )
     n = workers if workers is not None else CPU_WORKERS
-    share = (cpus - 1) / n
+    share = min((cpus - 1) / n, float(largest.get("CPU", 0)))
     if share < 0.25:
         raise CorpusInputError(
             f"{n} CPU workers do not fit on a Ray cluster of {cpus:g} CPUs (one stays free "
@@ -349,6 +403,12 @@ def plan_workers(
         )
     share = min(share, float(int(share * 4)) / 4)
     return n, {"num_cpus": share}, max(1, int(share))
+
+
+def largest_node(nodes: list[dict[str, Any]]) -> dict[str, float]:
+    """The most CPUs and GPUs one live node has, from ``ray.nodes()``."""
+    alive = [n.get("Resources", {}) for n in nodes if n.get("Alive", True)]
+    return {key: max((float(r.get(key, 0)) for r in alive), default=0.0) for key in ("CPU", "GPU")}
 
 
 def _dataset(ray: Any, blocks: list[pa.Table], actor: dict[str, Any], plan: Any) -> Any:
@@ -405,7 +465,12 @@ def _fit(ray: Any, checked: Checked, plan: Any, progress: bool) -> np.ndarray:
     config = checked.config
     batches = list(runner.fit_batches(checked))
     blocks = [input_block(b, config.options.string_ids) for b in batches]
-    dataset = _dataset(ray, blocks, _actor_kwargs(checked, plan, "fit", None), plan)
+    context = ray.data.DataContext.get_current()
+    kept, context.execution_options.preserve_order = context.execution_options.preserve_order, True
+    try:  # the dataset copies the context when it is built
+        dataset = _dataset(ray, blocks, _actor_kwargs(checked, plan, "fit", None), plan)
+    finally:
+        context.execution_options.preserve_order = kept
     bar = tqdm(
         total=sum(len(b.ids) for b in batches),
         unit="prompt",
@@ -417,20 +482,15 @@ def _fit(ray: Any, checked: Checked, plan: Any, progress: bool) -> np.ndarray:
     def in_order() -> Iterator[np.ndarray]:
         waiting: dict[int, np.ndarray] = {}  # batches that came before their predecessors
         starts = [b.start for b in batches]
-        index = {start: i for i, start in enumerate(starts)}
         nxt = 0
-        for block in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
-            for (start, end), tables in unpack(block).items():
-                if start in waiting or index[start] < nxt:
-                    continue  # delivered twice (a retried task)
-                waiting[start] = matrix_of(tables["activations"])
-                bar.update(end - start)
+        blocks = dataset.iter_batches(batch_size=None, batch_format="pyarrow")
+        for start, end, tables in whole_batches(blocks, {"activations"}):
+            waiting[start] = matrix_of(tables["activations"])
+            bar.update(end - start)
             while nxt < len(starts) and starts[nxt] in waiting:
                 yield waiting.pop(starts[nxt])
                 nxt += 1
 
-    context = ray.data.DataContext.get_current()
-    kept, context.execution_options.preserve_order = context.execution_options.preserve_order, True
     try:
         components, _ = factor_fit.fit_stream(in_order(), config.nmf)
     except ValueError as exc:
@@ -438,7 +498,6 @@ def _fit(ray: Any, checked: Checked, plan: Any, progress: bool) -> np.ndarray:
             "no prompt of the data set could be generated from: nothing to fit"
         ) from exc
     finally:
-        context.execution_options.preserve_order = kept
         bar.close()
     return components
 
@@ -448,17 +507,22 @@ def run(checked: Checked, *, progress: bool = True) -> dict[str, Any]:
     config = checked.config
     began = time.perf_counter()
     with ray_session(config.address, quiet=True) as ray:
-        plan = plan_workers(ray.cluster_resources(), config.workers, config.gpus_per_worker)
+        plan = plan_workers(
+            ray.cluster_resources(),
+            config.workers,
+            config.gpus_per_worker,
+            largest_node(ray.nodes()),
+        )
         neurons = "neurons" in config.options.analyses
         components = factor_fit.read_components(config.out) if neurons else None
         try:
-            fit = neurons and components is None
-            if fit:  # one model description (a worker start) for the run: after the fit
-                components = _fit(ray, checked, plan, progress)
-            facts = _describe(ray, checked, plan, components if fit else None)
+            # The model and --watch are checked on a worker before any long pass.
+            facts = _describe(ray, checked, plan, None)
             started, elapsed_before = runner.begin(checked, facts)
-            if fit and components is not None:
-                runner.save_factors(checked, components, facts)
+            if neurons and components is None:
+                components = _fit(ray, checked, plan, progress)
+                promoted = _describe(ray, checked, plan, components)  # the factors' tokens
+                runner.save_factors(checked, components, {**facts, **promoted})
             _tables(ray, checked, plan, components, progress)
         except ray.exceptions.RayError as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -486,20 +550,15 @@ def _tables(ray: Any, checked: Checked, plan: Any, components: Any, progress: bo
         smoothing=0.1,
     )
     folders = runner.folders(config)
-    written: set[str] = set()
     try:
         if todo:
             kwargs = _actor_kwargs(checked, plan, "tables", components)
             dataset = _dataset(ray, todo, kwargs, plan)
-            for block in dataset.iter_batches(
+            blocks = dataset.iter_batches(
                 batch_size=None, batch_format="pyarrow", prefetch_batches=2
-            ):
-                for (start, end), tables in unpack(block).items():
-                    stem = store.shard_stem(start, end)
-                    if stem in written:
-                        continue  # delivered twice (a retried task): same files
-                    store.save_shard(config.out, stem, tables, folders)
-                    written.add(stem)
-                    bar.update(end - start)
+            )
+            for start, end, tables in whole_batches(blocks, set(config.options.tables())):
+                store.save_shard(config.out, store.shard_stem(start, end), tables, folders)
+                bar.update(end - start)
     finally:
         bar.close()

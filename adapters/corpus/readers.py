@@ -153,6 +153,11 @@ def open_prompts(
             f"data file {path.name!r} has an unknown extension {path.suffix!r}; "
             f"use one of {', '.join(EXTENSIONS)}"
         )
+    if kind == ".txt" and id_column is not None:
+        raise CorpusInputError(
+            f"--id-column does not apply to {path.name}: a .txt file has one prompt per line "
+            "and no columns (prompt_id is the line number); use .jsonl, .csv or .parquet for ids"
+        )
     try:
         if kind != ".txt":
             found = _columns(path, kind)
@@ -174,7 +179,7 @@ def open_prompts(
         path=path,
         kind=kind,
         column=column,
-        id_column=None if kind == ".txt" else id_column,
+        id_column=id_column,
         n_rows=n_rows,
     )
 
@@ -243,7 +248,7 @@ def read_batches(source: PromptFile, batch_size: int) -> Iterator[Batch]:
     for number, (raw_id, text, problem) in enumerate(_rows(source)):
         if source.id_column is None:
             pid: PromptId = number
-        elif raw_id is None:
+        elif raw_id is None or raw_id == "":  # a blank CSV cell reads as ""
             pid, text = f"<row {number}>", None
             problem = problem or f"no value in id column {source.id_column!r}"
         else:

@@ -15,7 +15,9 @@ so a reader (or a resumed run) never sees half a file. A batch counts as done on
 marker exists, which is written after all of its parts: a run killed at any point leaves
 parts without a marker at most, and those are deleted and recomputed on ``--resume``. Names
 starting with ``_`` or ``.`` are skipped by pyarrow's and Ray's dataset readers, so
-``pyarrow.dataset.dataset(DIR / "rankings")`` reads exactly the finished parts.
+``pyarrow.dataset.dataset(DIR / "rankings")`` never reads a temporary file. After a run was
+killed, and until it is resumed, a table folder may also hold parts of a batch without a
+marker (and without its other tables): read a run whose manifest says ``complete``.
 
 Nothing here imports torch: the folder is checked before the model loads.
 """
@@ -151,13 +153,14 @@ def remove_unfinished(out: Path, folders: list[str]) -> int:
     """Delete temporary files and parts of batches without a marker; return how many."""
     done = set(done_shards(out))
     removed = 0
-    for name in folders:
+    for name in [*folders, DONE, "."]:  # markers and manifest/report: temporary files only
         folder = out / name
         if not folder.is_dir():
             continue
         for path in folder.iterdir():
             temporary = path.name.startswith(".") and ".tmp-" in path.name
-            unfinished = path.name.startswith("part-0") and path.stem not in done
+            parts = name not in (DONE, ".")
+            unfinished = parts and path.name.startswith("part-0") and path.stem not in done
             if temporary or unfinished:
                 path.unlink()
                 removed += 1

@@ -22,7 +22,7 @@ import pytest
 
 import ecco_core as ec
 from ecco_adapters import names
-from ecco_adapters.corpus import BatchOptions, CorpusInputError, RunConfig, run_corpus
+from ecco_adapters.corpus import BatchOptions, CorpusInputError, RunConfig, run_corpus, store
 from ecco_adapters.corpus import batch as batch_module
 from ecco_adapters.corpus import options as corpus_options
 from ecco_adapters.corpus.readers import open_prompts, read_batches
@@ -86,6 +86,40 @@ def test_bad_files_are_refused(tmp_path: Path, name: str, content: str, message:
     (tmp_path / name).write_text(content, encoding="utf-8")
     with pytest.raises(CorpusInputError, match=message.replace("(", r"\(").replace(")", r"\)")):
         open_prompts(tmp_path / name)
+
+
+def test_blank_or_missing_ids_are_errors_rows_in_every_format(tmp_path: Path) -> None:
+    rows: list[dict[str, Any]] = [
+        {"id": "a", "text": "one"},
+        {"id": "", "text": "two"},
+        {"id": None, "text": "3"},
+    ]
+    pd.DataFrame(rows).to_csv(tmp_path / "p.csv", index=False)
+    pd.DataFrame(rows).to_parquet(tmp_path / "p.parquet")
+    _write_jsonl(tmp_path / "p.jsonl", rows)
+    for name in ("p.csv", "p.parquet", "p.jsonl"):
+        (batch,) = read_batches(open_prompts(tmp_path / name, id_column="id"), 8)
+        assert batch.ids == ["a", "<row 1>", "<row 2>"], name
+        assert batch.texts == ["one", None, None], name
+        assert batch.problems[1:] == ["no value in id column 'id'"] * 2, name
+
+
+def test_resume_cleanup_removes_unmarked_parts_and_every_temporary_file(tmp_path: Path) -> None:
+    finished, unfinished = store.shard_stem(0, 2), store.shard_stem(2, 4)
+    store.save_shard(tmp_path, finished, {"rankings": pa.table({"x": [1]})}, {})
+    leftovers = [
+        tmp_path / "rankings" / f"{unfinished}.parquet",  # a part whose batch has no marker
+        tmp_path / "rankings" / f".{unfinished}.parquet.tmp-7",
+        tmp_path / store.DONE / f".{unfinished}.json.tmp-7",
+        tmp_path / ".manifest.json.tmp-7",
+        tmp_path / ".report.html.tmp-7",
+    ]
+    for path in leftovers:
+        path.write_bytes(b"half")
+    assert store.remove_unfinished(tmp_path, ["rankings"]) == len(leftovers)
+    assert not any(path.exists() for path in leftovers)
+    assert (tmp_path / "rankings" / f"{finished}.parquet").is_file()
+    assert store.done_shards(tmp_path) == {finished: {"rankings": 1}}
 
 
 def test_method_and_dtype_names_agree_with_the_core() -> None:
@@ -450,12 +484,17 @@ def _bad_inputs(tmp_path: Path) -> list[tuple[list[str], str]]:
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "something").write_text("x", encoding="utf-8")
     (tmp_path / "a-file").write_text("x", encoding="utf-8")
+    (tmp_path / "lines.txt").write_text("The Eiffel Tower is in\n", encoding="utf-8")
     out = str(tmp_path / "new")
     return [
         (["--data", str(tmp_path / "missing.txt"), "--out", out], "does not exist"),
         (["--data", str(tmp_path / "p.xlsx"), "--out", out], "unknown extension"),
         (["--data", str(good), "--out", out, "--column", "prompt"], "no column 'prompt'"),
         (["--data", str(good), "--out", out, "--id-column", "key"], "no column 'key'"),
+        (
+            ["--data", str(tmp_path / "lines.txt"), "--out", out, "--id-column", "id"],
+            "--id-column does not apply to lines.txt",
+        ),
         (["--data", str(tmp_path / "empty.txt"), "--out", out], "empty data set"),
         (["--data", str(good), "--out", str(tmp_path / "full")], "is not empty"),
         (["--data", str(good), "--out", str(tmp_path / "a-file")], "is a file"),

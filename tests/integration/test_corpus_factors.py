@@ -20,7 +20,17 @@ from ecco_adapters.corpus import BatchOptions, CorpusInputError, RunConfig, run_
 from ecco_adapters.corpus import factors as factor_fit
 from ecco_adapters.corpus.checks import check_address
 from ecco_adapters.corpus.ray_engine import _matrix_table as matrix_table
-from ecco_adapters.corpus.ray_engine import matrix_of, pack, plan_workers, unpack
+from ecco_adapters.corpus.ray_engine import (
+    input_block,
+    largest_node,
+    matrix_of,
+    pack,
+    plan_workers,
+    text_of,
+    unpack,
+    whole_batches,
+)
+from ecco_adapters.corpus.readers import Batch
 from ecco_core.testing import fixed_provenance
 
 TEXTS = [
@@ -206,6 +216,26 @@ def test_packed_tables_round_trip_with_empty_and_string_id_tables() -> None:
     np.testing.assert_array_equal(matrix_of(matrix_table(x)), x)
 
 
+def test_batches_are_given_whole_once_even_when_ray_splits_their_tables() -> None:
+    table = pa.table({"prompt_id": [1], "x": [0.5]})
+    first = pack(0, 2, {"generations": table, "rankings": table, "errors": table})
+    second = pack(2, 4, {"generations": table, "rankings": table, "errors": table})
+    # Ray Data cuts an output block by rows: batch 0-2 arrives in two pieces, then twice.
+    blocks = [first.slice(0, 2), pa.concat_tables([first.slice(2), second]), first]
+    expected = {"generations", "rankings", "errors"}
+    given = [(start, end, sorted(t)) for start, end, t in whole_batches(blocks, expected)]
+    assert given == [(0, 2, sorted(expected)), (2, 4, sorted(expected))]
+    with pytest.raises(RuntimeError, match=r"0-2.*\['errors'\]"):
+        list(whole_batches([first.slice(0, 2)], expected))
+
+
+def test_input_blocks_carry_texts_that_are_not_utf8() -> None:
+    texts = ["a \ud800 b", None, "é"]
+    batch = Batch(index=0, start=0, ids=[0, 1, 2], texts=texts, problems=["", "empty", ""])
+    block = input_block(batch, string_ids=False)
+    assert [text_of(t) for t in block.column("text").to_pylist()] == batch.texts
+
+
 def test_worker_plans_fit_the_cluster_or_fail_at_once() -> None:
     assert plan_workers({"CPU": 2.0}, None, 0) == (2, {"num_cpus": 0.5}, 1)
     assert plan_workers({"CPU": 64.0}, 4, 0) == (4, {"num_cpus": 15.75}, 15)
@@ -215,6 +245,16 @@ def test_worker_plans_fit_the_cluster_or_fail_at_once() -> None:
         plan_workers({"CPU": 2.0}, 2, 1)
     with pytest.raises(CorpusInputError, match="do not fit on a Ray cluster of 2 CPUs"):
         plan_workers({"CPU": 2.0}, 8, 0)
+    with pytest.raises(CorpusInputError, match=r"at least 2 CPUs .*; this one has 1"):
+        plan_workers({"CPU": 1.0}, 1, 0)
+    # Four nodes of 4 CPUs: 7.5 CPUs per actor would fit on none; one node's 4 at the most.
+    nodes = [{"Alive": True, "Resources": {"CPU": 4.0, "GPU": 1.0}} for _ in range(4)]
+    nodes.append({"Alive": False, "Resources": {"CPU": 64.0, "GPU": 8.0}})
+    assert largest_node(nodes) == {"CPU": 4.0, "GPU": 1.0}
+    cluster = {"CPU": 16.0, "GPU": 4.0}
+    assert plan_workers(cluster, None, 0, largest_node(nodes)) == (2, {"num_cpus": 4.0}, 4)
+    with pytest.raises(CorpusInputError, match="no node of the Ray cluster has that many GPUs"):
+        plan_workers(cluster, 2, 2, largest_node(nodes))
 
 
 def test_address_checks_are_one_line_and_immediate() -> None:

@@ -8,6 +8,7 @@ Every Ray process started here is stopped by its own pid (never ``ray stop``).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -73,8 +74,9 @@ def test_ray_tables_equal_local_tables_with_errors_and_factors(
     rows = [{"id": f"q{i}", "text": t} for i, t in enumerate(PROMPTS)]
     rows.insert(3, {"id": "empty", "text": "  "})
     rows.insert(6, {"id": "long", "text": "word " * 300})  # beyond the tiny model's 128
+    rows.insert(8, {"id": "surrogate", "text": "a \ud800 b"})  # not UTF-8: Arrow refuses it
     data = tmp_path / "prompts.jsonl"
-    pd.DataFrame(rows).to_json(data, orient="records", lines=True)
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     base = {
         "data": data,
         "model": str(tiny_path("gpt2")),
@@ -105,6 +107,7 @@ def test_ray_tables_equal_local_tables_with_errors_and_factors(
     _assert_same(*(e[same].reset_index(drop=True) for e in examples))
     errors = _table(remote, "errors").set_index("prompt_id")
     assert errors.loc["empty", "stage"] == "input" and errors.loc["long", "stage"] == "tokenize"
+    assert errors.loc["surrogate", "stage"] == "tokenize"
     parts = sorted(p.name for p in (remote / "generations").iterdir())
     assert parts == sorted(p.name for p in (local / "generations").iterdir())
     manifest = pd.read_json(remote / "manifest.json", typ="series")
