@@ -65,6 +65,8 @@ def resolve_method(name: str, error: type[Exception] = ValueError) -> str:
 def check_dtype(name: str, option: str, error: type[Exception] = ValueError) -> str:
     """``name`` if the core reads it as a floating-point type (any case, optional ``torch.``)."""
     if name.strip().lower().removeprefix("torch.") not in DTYPE_NAMES:
-        valid = ", ".join(DTYPE_NAMES)
-        raise error(f"{option} {name!r} is not a floating-point type; valid: {valid}")
+        valid = ", ".join(repr(n) for n in DTYPE_NAMES)
+        raise error(
+            f"{option}={name!r} is not a floating-point type ecco-core knows; use one of {valid}"
+        )
     return name

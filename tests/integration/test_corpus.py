@@ -132,7 +132,7 @@ def test_method_and_dtype_names_agree_with_the_core() -> None:
         assert corpus_options.resolve_method(name) == attribution.resolve_method(name)
     core_spellings = tuple(DTYPE_SPELLINGS)
     assert core_spellings == names.DTYPE_NAMES
-    with pytest.raises(CorpusInputError, match="valid: bf16, bfloat16"):
+    with pytest.raises(CorpusInputError, match="use one of 'bf16', 'bfloat16'"):
         names.check_dtype("int8", "--dtype", CorpusInputError)
 
 
