@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from ecco_core.tables import schema
 
 from . import store
+from .errors import CorpusInputError
 
 NMF_ROWS = 1024  # token positions per partial_fit call (MiniBatchNMF's default batch size)
 RANDOM_STATE = 0
@@ -71,7 +72,8 @@ def fit_stream(matrices: Iterable[np.ndarray], n_components: int) -> tuple[np.nd
 
     Returns
     -------
-    (components float32 [n_components, n_layers * n_neurons], positions seen).
+    (components float32 [n_components, n_layers * n_neurons], positions seen). Raises
+    CorpusInputError when the stream holds no position (no prompt could be generated from).
     """
     from sklearn.exceptions import ConvergenceWarning
 
@@ -83,7 +85,7 @@ def fit_stream(matrices: Iterable[np.ndarray], n_components: int) -> tuple[np.nd
             model.partial_fit(block)
             seen += block.shape[0]
     if not seen:
-        raise ValueError("no activations")
+        raise CorpusInputError("no prompt of the data set could be generated from: nothing to fit")
     return np.asarray(model.components_, dtype=np.float32), seen
 
 

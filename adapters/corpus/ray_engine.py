@@ -493,10 +493,6 @@ def _fit(ray: Any, checked: Checked, plan: Any, progress: bool) -> np.ndarray:
 
     try:
         components, _ = factor_fit.fit_stream(in_order(), config.nmf)
-    except ValueError as exc:
-        raise CorpusInputError(
-            "no prompt of the data set could be generated from: nothing to fit"
-        ) from exc
     finally:
         bar.close()
     return components

@@ -103,10 +103,6 @@ def fit_factors(lm: ec.LM, checked: Checked, progress: bool = False) -> Factors:
 
     try:
         components, _ = factor_fit.fit_stream(matrices(), config.nmf)
-    except ValueError as exc:
-        raise CorpusInputError(
-            "no prompt of the data set could be generated from: nothing to fit"
-        ) from exc
     finally:
         bar.close()
     save_factors(checked, components, describe(lm, config.options, components))

@@ -69,6 +69,12 @@ def test_blocks_recut_any_stream_into_the_same_rows() -> None:
     np.testing.assert_array_equal(np.concatenate(got), np.concatenate(parts))
 
 
+def test_a_stream_without_positions_is_refused_as_input() -> None:
+    empty = [np.zeros((0, 6), np.float32)]
+    with pytest.raises(CorpusInputError, match="no prompt of the data set could be generated"):
+        factor_fit.fit_stream(iter(empty), 2)
+
+
 @pytest.mark.slow
 def test_streamed_factors_equal_minibatch_nmf_on_the_stacked_matrix(
     tiny_path: Callable[[str], Path], tiny_lm: Callable[[str], ec.LM], tmp_path: Path
