@@ -157,9 +157,9 @@ def remove_unfinished(out: Path, folders: list[str]) -> int:
         folder = out / name
         if not folder.is_dir():
             continue
+        parts = name not in (DONE, ".")
         for path in folder.iterdir():
             temporary = path.name.startswith(".") and ".tmp-" in path.name
-            parts = name not in (DONE, ".")
             unfinished = parts and path.name.startswith("part-0") and path.stem not in done
             if temporary or unfinished:
                 path.unlink()

@@ -28,6 +28,8 @@ from ecco_adapters.corpus import options as corpus_options
 from ecco_adapters.corpus.readers import open_prompts, read_batches
 from ecco_adapters.corpus.report import quantile, summarize
 
+from .corpus_command import corpus_command
+
 PROMPTS = [f"The tower number {i} is in the city of" for i in range(9)] + [
     "Heathrow airport is located in",
     "She said that he would come back",
@@ -314,28 +316,8 @@ def test_quantile_is_the_inverted_cdf() -> None:
 
 
 def _command(data: Path, out: Path, model: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "ecco_adapters.entry",
-        "corpus",
-        "--data",
-        str(data),
-        "--out",
-        str(out),
-        "--model",
-        str(model),
-        "--batch-size",
-        "2",
-        "--max-new-tokens",
-        "2",
-        "--analyses",
-        "generate,rankings,attribution",
-        "--method",
-        "grad_x_input",
-        "--quiet",
-        *extra,
-    ]
+    analyses = "generate,rankings,attribution"
+    return corpus_command(data, out, model, analyses, "--method", "grad_x_input", *extra)
 
 
 def _rows_by_table(out: Path) -> dict[str, pd.DataFrame]:

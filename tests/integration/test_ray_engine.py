@@ -27,6 +27,8 @@ import pytest
 
 from ecco_adapters.corpus import BatchOptions, RunConfig, run_corpus
 
+from .corpus_command import corpus_command
+
 pytest.importorskip("ray")
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -164,26 +166,7 @@ def head() -> Iterator[tuple[str, subprocess.Popen[Any]]]:
 
 
 def _command(data: Path, out: Path, model: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "ecco_adapters.entry",
-        "corpus",
-        "--data",
-        str(data),
-        "--out",
-        str(out),
-        "--model",
-        str(model),
-        "--batch-size",
-        "2",
-        "--max-new-tokens",
-        "2",
-        "--analyses",
-        "generate,rankings",
-        "--quiet",
-        *extra,
-    ]
+    return corpus_command(data, out, model, "generate,rankings", *extra)
 
 
 @pytest.fixture(scope="module")
