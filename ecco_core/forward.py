@@ -8,7 +8,7 @@ the two together for the rows whose predictions are explained.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, cast
 
 import torch
@@ -70,16 +70,18 @@ def body_states(lm: LM, inputs: Mapping[str, Any], *, grad: bool = False) -> tor
 
 
 def predicted_logits(
-    lm: LM, inputs: Mapping[str, Any], rows: Sequence[int], *, grad: bool = False
+    lm: LM, inputs: Mapping[str, Any], rows: torch.Tensor, *, grad: bool = False
 ) -> torch.Tensor:
-    """float32 logits [B, len(rows), vocab] predicted from ``rows`` of the output stack.
+    """float32 logits [B, k, vocab] predicted from rows [B, k] (int64) of the output stack:
+    element ``b`` reads its own rows ``rows[b]``.
 
     Classifiers have one prediction for the whole sequence, repeated for every row.
     """
     kind = lm.spec.kind
     if kind == "classifier":
         logits = run_body(lm, inputs, grad=grad).logits
-        return cast(torch.Tensor, logits[:, None].expand(-1, len(rows), -1).float())
+        return cast(torch.Tensor, logits[:, None].expand(-1, rows.shape[1], -1).float())
+    batch = torch.arange(rows.shape[0], device=rows.device)[:, None]
     if kind == "encoder-decoder":
-        return cast(torch.Tensor, run_body(lm, inputs, grad=grad).logits[:, list(rows)].float())
-    return head_logits(lm, body_states(lm, inputs, grad=grad)[:, list(rows)], grad=grad)
+        return cast(torch.Tensor, run_body(lm, inputs, grad=grad).logits[batch, rows].float())
+    return head_logits(lm, body_states(lm, inputs, grad=grad)[batch, rows], grad=grad)

@@ -1,11 +1,11 @@
 """One function per analysis, each over the sequence of prompts or generations of a batch.
 
 Each function makes one call into the core for the whole batch (the runner's ``--batch-size``
-prompts): the core runs them as one padded batch, one forward pass per analysis (attribution
-methods run record by record inside ``ec.attribute``; see its docstring). Each returns one entry per
-input: the record(s), or the exception that stopped that input (the runner turns those into
-``errors`` rows). When a call over the whole batch fails, the inputs are retried one at a time
-so that one bad input fails alone.
+prompts): the core runs them as padded batches (``ec.attribute`` runs its captum methods
+record by record; see its docstring). Each returns one entry per input: the record(s), or the
+exception that stopped that input (the runner turns those into ``errors`` rows). When a call
+over the whole batch fails, the inputs are retried one at a time so that one bad input fails
+alone.
 """
 
 from __future__ import annotations

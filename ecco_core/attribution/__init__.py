@@ -28,6 +28,7 @@ from typing import Any, overload
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from ..capture import analysis_mode, model_device
 from ..checks import check_choice, check_int
@@ -38,7 +39,9 @@ from ..loading import LM
 from ..records import Attributions, Classification, Generation, MaskedPredictions
 from .attention_methods import ATTENTION, check_options
 from .methods import ALIASES, METHODS, TOKEN_LEVEL, UNSOUND, list_methods, resolve_method
-from .targets import TARGETS, Settings, baseline_embeds, make_task, target_values
+from .native import NATIVE, ROWS_PER_PASS
+from .packs import make_pack, target_values
+from .targets import TARGETS, Settings, Task, baseline_embeds, make_task
 
 __all__ = ["ALIASES", "UNSOUND", "attribute", "list_methods", "resolve_method"]
 
@@ -173,11 +176,11 @@ def attribute(
     gen : a :class:`Generation` (causal or encoder-decoder), a :class:`MaskedPredictions`
         (each mask's top prediction is explained) or a :class:`Classification` (the class
         ``label``, by default the predicted one, is explained). A list of records gives a
-        tuple of Attributions, one per record, each equal to its own call. The records run one
-        after the other (every method, native and captum); the native engine batches each
-        record's interpolation points and shares its prefixes, so integrated gradients already
-        fill passes of ``ROWS_PER_PASS`` rows, while saliency and grad x input (one point per
-        record) would gain from padding several records into one pass, which is not done.
+        tuple of Attributions, one per record, each equal to its own call (to float rounding).
+        The native methods (integrated gradients, saliency, grad x input) run the records as
+        padded batches: each forward pass holds several records (a classifier's only with
+        records of the same length) and one vector-Jacobian product explains the same step of
+        all of them. The other methods run the records one after another.
     method : one of :func:`list_methods` or an alias (``ig``, ``gradient``, ``dl``, ``dls``,
         ``gb``, ``deconv``, ``rollout``, ...). ``attention_rollout`` and
         ``attention_last_layer`` score tokens by attention weights (docs/attention.md): they
@@ -192,9 +195,11 @@ def attribute(
     n_steps : integration steps of integrated gradients (Gauss-Legendre).
     baseline : ``zeros``, ``pad``, ``unk``, ``mask`` (that token's embedding), or a tensor
         [hidden] or [n_input_rows, hidden].
-    batch_size : interpolation points per forward pass (default: equal batches of at most
-        ``ROWS_PER_PASS`` = 400 token rows); on CUDA an out-of-memory error halves it and goes
-        on.
+    batch_size : sequences per forward pass of the native methods: records x interpolation
+        points (a list runs in consecutive groups of up to ``batch_size`` records). By default,
+        as many records as fit ``ROWS_PER_PASS`` = 400 token rows, and equal batches of points
+        of at most that many rows; on CUDA an out-of-memory error halves the points, then
+        splits the records, and goes on.
     precision : ``fp32``; ``tf32`` (CUDA) or ``bf16`` record their measured deviation. Any
         spelling works: ``"bf16"``, ``"bfloat16"``, ``torch.bfloat16`` (``ecco_core.dtypes``).
     n_samples, seed : samples of the sampling methods (SHAP, LIME) and their random seed.
@@ -218,46 +223,6 @@ def attribute(
         )
     if not records:
         raise InvalidArgumentError("the list of records is empty; give at least one record")
-    results = tuple(
-        _attribute_one(
-            lm,
-            record,
-            method,
-            target=target,
-            foil=foil,
-            aggregation=aggregation,
-            n_steps=n_steps,
-            baseline=baseline,
-            batch_size=batch_size,
-            precision=precision,
-            n_samples=n_samples,
-            seed=seed,
-            progress=progress,
-            label=label,
-        )
-        for record in records
-    )
-    return results[0] if single else results
-
-
-def _attribute_one(
-    lm: LM,
-    gen: Any,
-    method: str,
-    *,
-    target: str,
-    foil: int | str | None,
-    aggregation: str,
-    n_steps: int,
-    baseline: Any,
-    batch_size: int | None,
-    precision: str | torch.dtype,
-    n_samples: int,
-    seed: int,
-    progress: bool | None,
-    label: int | str | None,
-) -> Attributions:
-    """:func:`attribute` of one record."""
     name = resolve_method(method)
     target = check_choice("target", target, TARGETS)
     aggregation = check_choice("aggregation", aggregation, AGGREGATIONS)
@@ -266,8 +231,6 @@ def _attribute_one(
     n_samples = check_int("n_samples", n_samples, 1)
     if batch_size is not None:
         batch_size = check_int("batch_size", batch_size, 1)
-    if name in ATTENTION:
-        check_options(name, gen, target, foil, baseline)
     if lm.spec.head_input is None and lm.spec.kind != "classifier":
         raise InvalidArgumentError(f"{lm.name} has no LM head: there is no prediction to explain")
     if aggregation == "none" and name in TOKEN_LEVEL:
@@ -277,34 +240,147 @@ def _attribute_one(
     device = model_device(lm.model)
     if precision == "tf32" and device.type != "cuda":
         raise InvalidArgumentError("precision='tf32' exists only on CUDA; use fp32 or bf16")
-    task = make_task(lm, gen, target, foil, label)
-    base = baseline_embeds(lm, task, baseline)
+    if name in ATTENTION:
+        for record in records:
+            check_options(name, record, target, foil, baseline)
+    tasks = [make_task(lm, record, target, foil, label) for record in records]
+    bases = [baseline_embeds(lm, task, baseline) for task in tasks]
+    hide = None if progress is None else not progress
     settings = Settings(
         n_steps=n_steps,
         batch_size=batch_size,
         n_samples=n_samples,
         seed=seed,
-        hide_progress=None if progress is None else not progress,
+        hide_progress=hide if single else True,
     )
-    all_steps = list(range(len(task.rows)))
+    baseline_name = baseline if isinstance(baseline, str) else "tensor"
+    options = {
+        "method": name,
+        "target": target,
+        "foil": tasks[0].foil_id,
+        "aggregation": aggregation,
+        "n_steps": n_steps,
+        "baseline": "none" if name in ATTENTION else baseline_name,
+        "batch_size": batch_size,
+        "precision": precision,
+        "n_samples": n_samples,
+        "seed": seed,
+    }
+    results: dict[int, Attributions] = {}
+    bar = tqdm(total=len(records), desc=f"{name} ({len(records)} records)", disable=hide or single)
+    for group in _packs(lm, tasks, name, batch_size):
+        found = _attribute_pack(
+            lm,
+            [records[i] for i in group],
+            [tasks[i] for i in group],
+            [bases[i] for i in group],
+            settings,
+            options,
+        )
+        results.update(zip(group, found, strict=True))
+        bar.update(len(group))
+    bar.close()
+    ordered = [results[i] for i in range(len(records))]
+    _warn_if_unconverged(ordered, n_steps)
+    return ordered[0] if single else tuple(ordered)
 
-    def run(steps: Sequence[int], mode: str) -> np.ndarray:
-        with _input_gradients_only(lm.model), _precision(mode, device):
-            raw = METHODS[name](task, base, steps, settings)
-        return raw.detach().cpu().numpy()
 
-    raw = run(all_steps, precision)
-    scores, values = _aggregate(raw, aggregation, name in TOKEN_LEVEL)
-    deviation = 0.0
-    if precision != "fp32":
-        reference, _ = _aggregate(run([0], "fp32"), aggregation, name in TOKEN_LEVEL)
-        deviation = float(np.abs(reference[0] - scores[0]).max())
-    with _input_gradients_only(lm.model), torch.no_grad():
-        ends = target_values(task, torch.cat([task.embeds, base]), all_steps).float().cpu()
-    delta = np.zeros(0, dtype=np.float32)
-    if name == "integrated_gradients":
-        delta = raw.sum(axis=(1, 2)) - (ends[0] - ends[1]).numpy()
+def _packs(lm: LM, tasks: Sequence[Task], name: str, batch_size: int | None) -> list[list[int]]:
+    """Indices of the records run together: consecutive records, as many as ``batch_size``
+    (by default as many as fit ``ROWS_PER_PASS`` token rows), for the native methods only.
 
+    A classifier's records go together only with records of the same length (a classifier's
+    head may read the last position, which padding would move).
+    """
+    if name not in NATIVE:
+        return [[i] for i in range(len(tasks))]
+    buckets: dict[int, list[int]] = {}
+    for i, task in enumerate(tasks):
+        key = task.embeds.shape[1] if lm.spec.kind == "classifier" else 0
+        buckets.setdefault(key, []).append(i)
+    groups: list[list[int]] = []
+    for members in buckets.values():
+        group: list[int] = []
+        width = 0
+        for i in members:
+            wider = max(width, tasks[i].embeds.shape[1])
+            full = (
+                len(group) == batch_size if batch_size else (len(group) + 1) * wider > ROWS_PER_PASS
+            )
+            if group and full:
+                groups.append(group)
+                group, wider = [], tasks[i].embeds.shape[1]
+            group.append(i)
+            width = wider
+        groups.append(group)
+    return groups
+
+
+def _attribute_pack(
+    lm: LM,
+    records: Sequence[Any],
+    tasks: Sequence[Task],
+    bases: Sequence[torch.Tensor],
+    settings: Settings,
+    options: dict[str, Any],
+) -> list[Attributions]:
+    """:func:`attribute` of records run together (see :func:`_packs`)."""
+    name, aggregation, precision = options["method"], options["aggregation"], options["precision"]
+    device = model_device(lm.model)
+    all_slots = list(range(max(len(task.rows) for task in tasks)))
+    token_level = name in TOKEN_LEVEL
+
+    def run(
+        tasks: Sequence[Task], bases: Sequence[torch.Tensor], slots: list[int], mode: str
+    ) -> list[np.ndarray]:
+        try:
+            with _input_gradients_only(lm.model), _precision(mode, device):
+                raws = METHODS[name](make_pack(tasks, bases), slots, settings)
+        except torch.OutOfMemoryError:
+            if device.type != "cuda" or len(tasks) == 1:
+                raise
+            torch.cuda.empty_cache()
+            half = len(tasks) // 2
+            return run(tasks[:half], bases[:half], slots, mode) + run(
+                tasks[half:], bases[half:], slots, mode
+            )
+        return [raw.detach().cpu().numpy() for raw in raws]
+
+    raws = run(tasks, bases, all_slots, precision)
+    references = run(tasks, bases, [0], "fp32") if precision != "fp32" else []
+    pack = make_pack(tasks, bases)
+    with analysis_mode(lm.model):
+        x = torch.cat([pack.embeds, pack.base])
+        ends = target_values(pack, x, all_slots, grad=False).float().cpu()
+    out = []
+    for i, (record, task, raw) in enumerate(zip(records, tasks, raws, strict=True)):
+        scores, values = _aggregate(raw, aggregation, token_level)
+        deviation = 0.0
+        if references:
+            reference, _ = _aggregate(references[i], aggregation, token_level)
+            deviation = float(np.abs(reference[0] - scores[0]).max())
+        n = len(task.rows)
+        real, base = ends[i, :n].numpy(), ends[len(tasks) + i, :n].numpy()
+        delta = np.zeros(0, dtype=np.float32)
+        if name == "integrated_gradients":
+            delta = raw.sum(axis=(1, 2)) - (real - base)
+        out.append(_record(lm, record, task, scores, values, real, delta, deviation, options))
+    return out
+
+
+def _record(
+    lm: LM,
+    gen: Any,
+    task: Task,
+    scores: np.ndarray,
+    values: np.ndarray,
+    target_values: np.ndarray,
+    delta: np.ndarray,
+    deviation: float,
+    options: dict[str, Any],
+) -> Attributions:
+    """The Attributions record of one explained record (scores [T, n_rows] padded to its
+    tokens)."""
     n_tokens = gen.token_ids.shape[0]
     pad = n_tokens - scores.shape[1]
     scores = np.pad(scores, ((0, 0), (0, pad)))
@@ -315,22 +391,7 @@ def _attribute_one(
         positions = [-1]
     else:
         positions = [r + 1 for r in task.rows] if is_gen else task.rows
-    baseline_name = baseline if isinstance(baseline, str) else "tensor"
-    if name in ATTENTION:
-        baseline_name = "none"
-    params = {
-        "method": name,
-        "target": target,
-        "foil": task.foil_id,
-        "aggregation": aggregation,
-        "n_steps": n_steps,
-        "baseline": baseline_name,
-        "batch_size": batch_size,
-        "precision": precision,
-        "n_samples": n_samples,
-        "seed": seed,
-    }
-    record = Attributions(
+    return Attributions(
         scores=scores,
         values=values,
         token_ids=gen.token_ids,
@@ -340,32 +401,38 @@ def _attribute_one(
         target_positions=np.array(positions, dtype=np.int64),
         target_ids=np.array(task.target_ids, dtype=np.int64),
         foil_id=task.foil_id,
-        target_values=ends[0].numpy(),
+        target_values=target_values,
         convergence_delta=delta.astype(np.float32),
-        method=name,
-        target=target,
-        aggregation=aggregation,
-        baseline=baseline_name,
-        precision=precision,
+        method=options["method"],
+        target=options["target"],
+        aggregation=options["aggregation"],
+        baseline=options["baseline"],
+        precision=options["precision"],
         precision_deviation=deviation,
-        provenance=lm.provenance("attribute", params),
+        provenance=lm.provenance("attribute", options),
     )
-    _warn_if_unconverged(record, n_steps)
-    return record
 
 
-def _warn_if_unconverged(record: Attributions, n_steps: int) -> None:
+def _warn_if_unconverged(records: Sequence[Attributions], n_steps: int) -> None:
     """One :class:`ConvergenceWarning` naming the unconverged tokens and what to do."""
-    flags = unconverged_steps(record)
-    if not flags.any():
+    flags = [unconverged_steps(record) for record in records]
+    flagged = [i for i, f in enumerate(flags) if f.any()]
+    if not flagged:
         return
-    worst = int(np.argmax(np.where(flags, np.abs(record.convergence_delta), -1.0)))
+    record, worst_flags = max(
+        ((records[i], flags[i]) for i in flagged),
+        key=lambda pair: float(np.abs(pair[0].convergence_delta[pair[1]]).max()),
+    )
+    worst = int(np.argmax(np.where(worst_flags, np.abs(record.convergence_delta), -1.0)))
     position = int(record.target_positions[worst])
     label = repr(record.tokens[position]) if position >= 0 else f"class {record.target_ids[worst]}"
+    n_flagged = sum(int(flags[i].sum()) for i in flagged)
+    n_tokens = sum(len(f) for f in flags)
+    where = f" in {len(flagged)} of {len(records)} records" if len(records) > 1 else ""
     warnings.warn(
         ConvergenceWarning(
-            f"integrated gradients did not converge for {int(flags.sum())} of {len(flags)} "
-            f"explained tokens: the completeness delta exceeds {DEFAULT_TOLERANCE:.0%} of the "
+            f"integrated gradients did not converge for {n_flagged} of {n_tokens} explained "
+            f"tokens{where}: the completeness delta exceeds {DEFAULT_TOLERANCE:.0%} of the "
             f"explained value (worst {label}: delta {float(record.convergence_delta[worst]):.3g}"
             f" for a {record.target} of {float(record.target_values[worst]):.3g}), so their "
             f"scores are unreliable. Use more n_steps (now {n_steps}) or another baseline "

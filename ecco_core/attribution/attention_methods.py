@@ -1,7 +1,7 @@
 """Attributions from attention weights: attention rollout and the last layer's attention.
 
 Both are methods of the registry (:data:`.methods.METHODS`) with the signature every method
-has, ``(task, baseline, steps, settings) -> raw [len(steps), n_rows, hidden]``: they score
+has, ``(pack, slots, settings) -> raw [steps, n_rows, hidden] per record``: they score
 whole tokens (one value repeated over a token's embedding dimensions), each step's row summing
 to 1. They read the attention weights of one forward pass over the task's input embeddings
 (:func:`ecco_core.attention_capture.capture`), so the explained token, the target, a foil and
@@ -27,7 +27,8 @@ from ..attention_capture import Request, capture, model_stacks, stack_labels
 from ..errors import InvalidArgumentError
 from ..inputs import split_stacks
 from ..records import Classification
-from .targets import Settings, Task, output_rows
+from .packs import Pack
+from .targets import Settings, Task
 
 
 def _residual(layer: np.ndarray) -> np.ndarray:
@@ -122,7 +123,7 @@ def _flow(task: Task, method: str) -> np.ndarray:
 
 def _run(method: str, task: Task, steps: Sequence[int]) -> torch.Tensor:
     """Raw attributions [len(steps), n_rows, hidden]: each step's scores on every dimension."""
-    scores = _flow(task, method)[output_rows(task, steps)]
+    scores = _flow(task, method)[[task.rows[s] - task.n_encoder_rows for s in steps]]
     sums = scores.sum(axis=1, keepdims=True)
     scores = np.divide(scores, sums, out=np.zeros_like(scores), where=sums > 0)
     hidden = task.embeds.shape[-1]
@@ -130,18 +131,18 @@ def _run(method: str, task: Task, steps: Sequence[int]) -> torch.Tensor:
     return raw[..., None].expand(-1, -1, hidden).to(task.embeds.device)
 
 
-def attention_rollout(
-    task: Task, base: torch.Tensor, steps: Sequence[int], settings: Settings
-) -> torch.Tensor:
-    """Attention rollout from the row predicting each step (see the module docstring)."""
-    return _run("attention_rollout", task, steps)
+def attention_rollout(pack: Pack, slots: Sequence[int], settings: Settings) -> list[torch.Tensor]:
+    """Attention rollout from the row predicting each step, one record after another (see
+    the module docstring)."""
+    return [_run("attention_rollout", t, t.steps_of(slots)) for t in pack.tasks]
 
 
 def attention_last_layer(
-    task: Task, base: torch.Tensor, steps: Sequence[int], settings: Settings
-) -> torch.Tensor:
-    """Last-layer attention averaged over heads (see the module docstring)."""
-    return _run("attention_last_layer", task, steps)
+    pack: Pack, slots: Sequence[int], settings: Settings
+) -> list[torch.Tensor]:
+    """Last-layer attention averaged over heads, one record after another (see the module
+    docstring)."""
+    return [_run("attention_last_layer", t, t.steps_of(slots)) for t in pack.tasks]
 
 
 ATTENTION = {

@@ -1,7 +1,8 @@
 """Attribution methods run by captum, one prefix (one prediction) at a time, as Ecco did.
 
 :data:`CAPTUM` is the registry: canonical name -> a function of one :class:`Prefix` returning
-captum's raw attributions [1, n, hidden]. :func:`run` applies one of them to every step.
+captum's raw attributions [1, n, hidden]. :func:`run` applies one of them to every step of
+every record, one record after another.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .targets import Settings, Task, target_values
+from .packs import Pack, make_pack, target_values
+from .targets import Settings, Task
 
 
 @contextlib.contextmanager
@@ -183,26 +185,35 @@ CAPTUM: dict[str, Callable[[Prefix], torch.Tensor]] = {
 }
 
 
-def run(
-    name: str, task: Task, base: torch.Tensor, steps: Sequence[int], settings: Settings
-) -> torch.Tensor:
-    """Raw attributions [len(steps), n_rows, hidden] of captum method ``name``, one prefix at a
-    time (zero beyond each step's prefix)."""
+def run(name: str, pack: Pack, slots: Sequence[int], settings: Settings) -> list[torch.Tensor]:
+    """Raw attributions [its steps among ``slots``, n_rows, hidden] of captum method ``name``
+    for each record of the pack, one record and one prefix at a time (zero beyond each step's
+    prefix)."""
+    return [
+        _run_record(name, make_pack([task], [pack.base[i : i + 1, cols]]), slots, settings)
+        for i, (task, cols) in enumerate(zip(pack.tasks, pack.columns, strict=True))
+    ]
+
+
+def _run_record(name: str, pack: Pack, slots: Sequence[int], settings: Settings) -> torch.Tensor:
+    """:func:`run` of a pack of one record."""
     method = CAPTUM[name]
-    x = task.embeds
+    task = pack.tasks[0]
+    steps = task.steps_of(slots)
+    x = pack.embeds
     out = torch.zeros((len(steps), *x.shape[1:]), dtype=torch.float32, device=x.device)
     for i, step in enumerate(tqdm(steps, desc=name, disable=settings.hide_progress)):
         n = task.visible[step]
 
         def forward(z: torch.Tensor, step: int = step) -> torch.Tensor:
-            return target_values(task, z, [step])[:, 0]
+            return target_values(pack, z, [step])[:, 0]
 
         prefix = Prefix(
             task=task,
             forward=forward,
             module=_StepModule(task.lm.model, forward),
             inputs=x[:, :n].detach().clone(),
-            baseline=base[:, :n].detach().clone(),
+            baseline=pack.base[:, :n].detach().clone(),
             settings=settings,
         )
         with _seeded(settings.seed, x.device), warnings.catch_warnings():

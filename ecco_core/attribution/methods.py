@@ -1,8 +1,10 @@
 """The registry of attribution methods: canonical name -> function, aliases resolved once.
 
-Every method is a function ``(task, baseline, steps, settings) -> raw attributions
-[len(steps), n_rows, hidden]``: the native gradient engine's (:mod:`.native`), one per
-captum method (:mod:`.captum_methods`) and the attention methods (:mod:`.attention_methods`).
+Every method is a function ``(pack, slots, settings) -> raw attributions`` of each record of
+the pack (:mod:`.packs`), ``[its steps among slots, n_rows, hidden]``: the native gradient
+engine's (:mod:`.native`, which runs the records of a pack together), one per captum method
+(:mod:`.captum_methods`) and the attention methods (:mod:`.attention_methods`), which run
+them one after another.
 :func:`list_methods` reads :data:`METHODS`.
 """
 

@@ -1,12 +1,14 @@
 """The native batched gradient engine: integrated gradients, saliency and grad x input.
 
-The causal mask makes the prediction at position ``t`` depend only on its prefix, so one
-forward pass over a prefix serves every generated token inside it with the results of Ecco's
-per-prefix runs. Tokens are grouped by prefix so that the backward passes of early tokens skip
-the rows only later tokens see (:func:`prefix_groups`). Per group and batch of interpolation
-points there is one forward pass; the LM head runs once over the predicting rows only, its
-gradients come from one small backward pass, and one batched vector-Jacobian product
-(``is_grads_batched``) gives every token's input gradients.
+It runs the records of a pack (:mod:`.packs`) together: a forward pass holds copies of the
+pack for several interpolation points, and one cotangent per slot explains the same step of
+every record at once. The causal mask makes the prediction at position ``t`` depend only on
+its prefix, so one forward pass over a prefix serves every generated token inside it with the
+results of Ecco's per-prefix runs. Slots are grouped by prefix so that the backward passes of
+early tokens skip the columns only later tokens see (:func:`prefix_groups`). Per group and
+batch of points there is one forward pass; the LM head runs once over the predicting rows
+only, its gradients come from one small backward pass, and one batched vector-Jacobian
+product (``is_grads_batched``) gives every token's input gradients.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..forward import body_states, head_logits
-from .targets import Settings, Task, scores, target_values
+from .packs import Pack, forward_inputs, output_rows, per_element, scores, target_values
+from .targets import Settings
 
 ROWS_PER_PASS = 400
 VJP_ROWS = 4000
@@ -62,102 +65,116 @@ def even_batch(n: int, most: int) -> int:
 
 
 def gradient_seeds(
-    task: Task, x: torch.Tensor, steps: Sequence[int]
-) -> tuple[torch.Tensor, list[int], torch.Tensor]:
-    """(output, positions, seeds): the gradient of step ``j``'s explained quantity with respect
-    to the inputs x [B, n, hidden] is the vector-Jacobian product of ``output`` with a cotangent
-    that is ``seeds[:, j]`` at ``output[:, positions[j]]`` and zero elsewhere.
+    pack: Pack, x: torch.Tensor, slots: Sequence[int]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(output, index, seeds): the gradient of slot ``j``'s explained quantity with respect to
+    the inputs x [B, end, hidden] (element ``b`` is record ``b % R``) is the vector-Jacobian
+    product of ``output`` with a cotangent that is ``seeds[b, j]`` at ``output[b, index[b, j]]``
+    and zero elsewhere (zero seeds where record ``b % R`` has no slot ``j``).
 
     For LMs whose head is reached through ``head_input``, the output is the head input
-    [B, n, d] and seeds [B, len(steps), d] are the head's gradients, all from one backward pass
-    over a detached copy of the predicting rows (the head acts on each row alone), so the
-    steps' backward passes start at their rows and never enter the head. Otherwise the output
-    is the explained quantity [B, len(steps)] itself, with seeds of ones.
+    [B, end, d], the index the rows [B, len(slots)] and the seeds [B, len(slots), d] the
+    head's gradients, all from one backward pass over a detached copy of the predicting rows
+    (the head acts on each row alone), so the slots' backward passes start at their rows and
+    never enter the head. Otherwise the output is the explained quantity [B, len(slots)]
+    itself, with seeds of ones.
     """
-    if task.lm.spec.kind in ("classifier", "encoder-decoder"):
-        values = target_values(task, x, steps)
-        return values, list(range(len(steps))), torch.ones_like(values)
-    hidden = body_states(task.lm, {"inputs_embeds": x}, grad=True)
-    rows = [task.rows[s] for s in steps]
-    picked = hidden[:, rows].detach().requires_grad_(True)
-    logits = head_logits(task.lm, picked, grad=True)
-    (head_grads,) = torch.autograd.grad(scores(task, logits, steps).sum(), picked)
-    return hidden, rows, head_grads
+    valid = per_element(pack, pack.valid, x.shape[0], slots)
+    if pack.lm.spec.kind in ("classifier", "encoder-decoder"):
+        values = target_values(pack, x, slots)
+        index = torch.arange(len(slots), device=x.device).expand(x.shape[0], -1)
+        return values, index, valid.to(values.dtype)
+    hidden = body_states(pack.lm, forward_inputs(pack, x), grad=True)
+    rows = output_rows(pack, x.shape[0], slots)
+    batch = torch.arange(x.shape[0], device=x.device)[:, None]
+    picked = hidden[batch, rows].detach().requires_grad_(True)
+    logits = head_logits(pack.lm, picked, grad=True)
+    (head_grads,) = torch.autograd.grad(scores(pack, logits, slots).sum(), picked)
+    return hidden, rows, head_grads * valid[..., None].to(head_grads.dtype)
 
 
 def _weighted_gradients(
-    task: Task, point: torch.Tensor, steps: Sequence[int], weights: torch.Tensor, per_vjp: int
+    pack: Pack, point: torch.Tensor, slots: Sequence[int], weights: torch.Tensor, per_vjp: int
 ) -> torch.Tensor:
-    """Sum over the B points of weights [B, 1, 1] x input gradients -> [len(steps), n, hidden].
+    """Sum over the P points of weights [P] x input gradients -> [len(slots), R, end, hidden].
 
-    point [B, n, hidden] requires grad; ``per_vjp`` steps share one batched vector-Jacobian
-    product.
+    point [P * R, end, hidden] (points first) requires grad; ``per_vjp`` slots share one
+    batched vector-Jacobian product.
     """
-    output, positions, seeds = gradient_seeds(task, point, steps)
-    out = torch.zeros((len(steps), *point.shape[1:]), dtype=torch.float32, device=point.device)
-    for lo in range(0, len(steps), per_vjp):
-        hi = min(lo + per_vjp, len(steps))
+    output, index, seeds = gradient_seeds(pack, point, slots)
+    n_records = len(pack.tasks)
+    weights = weights.repeat_interleave(n_records)[None, :, None, None]
+    batch = torch.arange(point.shape[0], device=point.device)
+    out = torch.zeros(
+        (len(slots), n_records, *point.shape[1:]), dtype=torch.float32, device=point.device
+    )
+    for lo in range(0, len(slots), per_vjp):
+        hi = min(lo + per_vjp, len(slots))
         cotangents = torch.zeros((hi - lo, *output.shape), dtype=output.dtype, device=output.device)
         for j in range(lo, hi):
-            cotangents[j - lo, :, positions[j]] = seeds[:, j]
+            cotangents[j - lo, batch, index[:, j]] = seeds[:, j].to(output.dtype)
         (grads,) = torch.autograd.grad(
-            output, point, cotangents, retain_graph=hi < len(steps), is_grads_batched=True
+            output, point, cotangents, retain_graph=hi < len(slots), is_grads_batched=True
         )
-        out[lo:hi] = (weights * grads.float()).sum(dim=1)
+        weighted = weights * grads.float()
+        out[lo:hi] = weighted.reshape(hi - lo, -1, n_records, *point.shape[1:]).sum(dim=1)
     return out
 
 
 def _path_gradients(
-    task: Task,
+    pack: Pack,
     name: str,
-    base: torch.Tensor,
     nodes: tuple[torch.Tensor, torch.Tensor],
-    steps: Sequence[int],
+    slots: Sequence[int],
     settings: Settings,
 ) -> torch.Tensor:
-    """Weighted sum of input gradients [len(steps), n_rows, hidden] at the points
-    ``base + alpha * (x - base)`` for the (alphas, weights) ``nodes``.
+    """Weighted sums of input gradients [len(slots), R, width, hidden] at the points
+    ``base + alpha * (x - base)`` for the (alphas, weights) ``nodes``, for every record.
 
-    Steps are grouped by :func:`prefix_groups`; each group runs forward passes over its
-    prefix of the inputs for batches of points (``settings.batch_size`` points, by default
-    equal batches of at most ``ROWS_PER_PASS`` token rows), each followed by batched
-    vector-Jacobian products of at most about ``VJP_ROWS`` token rows (steps x points x
-    rows). On CUDA, out of memory halves the points per pass, then the steps per product.
+    Slots are grouped by :func:`prefix_groups`; each group runs forward passes over its
+    prefix of the pack's columns for batches of points x records (``settings.batch_size``
+    sequences, by default equal batches of at most ``ROWS_PER_PASS`` token rows), each
+    followed by batched vector-Jacobian products of at most about ``VJP_ROWS`` token rows
+    (slots x sequences x columns). On CUDA, out of memory halves the points per pass, then the
+    slots per product.
     """
-    x = task.embeds
+    x, base = pack.embeds, pack.base
+    n_records = x.shape[0]
     alphas, weights = nodes
-    batch_size = settings.batch_size
-    total = torch.zeros((len(steps), *x.shape[1:]), dtype=torch.float32, device=x.device)
-    groups = prefix_groups([task.visible[s] for s in steps])
+    limit = settings.batch_size and max(1, settings.batch_size // n_records)
+    total = torch.zeros((len(slots), *x.shape), dtype=torch.float32, device=x.device)
+    groups = prefix_groups([pack.visible[s] for s in slots])
     bar = tqdm(
         total=len(alphas) * len(groups),
-        desc=f"{name} ({len(steps)} tokens)",
+        desc=f"{name} ({len(slots)} tokens x {n_records} records)",
         disable=settings.hide_progress,
     )
-    step_limit = len(steps)
+    slot_limit = len(slots)
     for end, members in groups:
         start = 0
         while start < len(alphas):
-            size = batch_size or even_batch(len(alphas), max(1, ROWS_PER_PASS // end))
-            a = alphas[start : start + size].to(x.device, x.dtype)[:, None, None]
-            w = weights[start : start + size].to(x.device, torch.float32)[:, None, None]
-            most = min(step_limit, max(1, VJP_ROWS // (len(a) * end)))
+            most_points = max(1, ROWS_PER_PASS // (end * n_records))
+            size = limit or even_batch(len(alphas), most_points)
+            a = alphas[start : start + size].to(x.device, x.dtype)[:, None, None, None]
+            w = weights[start : start + size].to(x.device, torch.float32)
+            most = min(slot_limit, max(1, VJP_ROWS // (len(a) * n_records * end)))
             per_vjp = even_batch(len(members), most)
             try:
-                point = (base + a * (x - base))[:, :end].detach().requires_grad_(True)
-                part = _weighted_gradients(task, point, [steps[i] for i in members], w, per_vjp)
+                point = (base + a * (x - base))[:, :, :end].flatten(0, 1)
+                point = point.detach().requires_grad_(True)
+                part = _weighted_gradients(pack, point, [slots[i] for i in members], w, per_vjp)
             except torch.OutOfMemoryError:
                 if x.device.type != "cuda" or (len(a) == 1 and per_vjp == 1):
                     raise
                 if len(a) > 1:
-                    batch_size = max(1, len(a) // 2)
+                    limit = max(1, len(a) // 2)
                 else:
-                    step_limit = max(1, per_vjp // 2)
+                    slot_limit = max(1, per_vjp // 2)
                 part = None
             if part is None:
                 torch.cuda.empty_cache()
                 continue
-            total[members, :end] += part
+            total[members, :, :end] += part
             bar.update(len(a))
             start += len(a)
     bar.close()
@@ -169,30 +186,28 @@ def _one_point() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def integrated_gradients(
-    task: Task, base: torch.Tensor, steps: Sequence[int], settings: Settings
-) -> torch.Tensor:
-    """(x - baseline) x the path integral of gradients (Gauss-Legendre): [len(steps), n, hidden]."""
+    pack: Pack, slots: Sequence[int], settings: Settings
+) -> list[torch.Tensor]:
+    """(x - baseline) x the path integral of gradients (Gauss-Legendre), per record."""
     nodes = gauss_legendre(settings.n_steps)
-    total = _path_gradients(task, "integrated_gradients", base, nodes, steps, settings)
-    return total * (task.embeds - base).float()[0]
+    total = _path_gradients(pack, "integrated_gradients", nodes, slots, settings)
+    return pack.unpack(total * (pack.embeds - pack.base).float(), slots)
 
 
-def saliency(
-    task: Task, base: torch.Tensor, steps: Sequence[int], settings: Settings
-) -> torch.Tensor:
-    """Absolute input gradients [len(steps), n, hidden]."""
-    return _path_gradients(task, "saliency", base, _one_point(), steps, settings).abs()
+def saliency(pack: Pack, slots: Sequence[int], settings: Settings) -> list[torch.Tensor]:
+    """Absolute input gradients, per record."""
+    return pack.unpack(
+        _path_gradients(pack, "saliency", _one_point(), slots, settings).abs(), slots
+    )
 
 
-def grad_x_input(
-    task: Task, base: torch.Tensor, steps: Sequence[int], settings: Settings
-) -> torch.Tensor:
-    """Input gradients x (inputs - baseline) [len(steps), n, hidden]."""
-    total = _path_gradients(task, "grad_x_input", base, _one_point(), steps, settings)
-    return total * (task.embeds - base).float()[0]
+def grad_x_input(pack: Pack, slots: Sequence[int], settings: Settings) -> list[torch.Tensor]:
+    """Input gradients x (inputs - baseline), per record."""
+    total = _path_gradients(pack, "grad_x_input", _one_point(), slots, settings)
+    return pack.unpack(total * (pack.embeds - pack.base).float(), slots)
 
 
-Method = Callable[[Task, torch.Tensor, Sequence[int], Settings], torch.Tensor]
+Method = Callable[[Pack, Sequence[int], Settings], list[torch.Tensor]]
 NATIVE: dict[str, Method] = {
     "integrated_gradients": integrated_gradients,
     "saliency": saliency,

@@ -2,7 +2,8 @@
 
 A :class:`Task` holds the input embeddings of a record's source tokens and, for each step
 (generated token, mask or class), the row whose prediction is explained and the explained
-token. :func:`target_values` is the function every method differentiates or perturbs.
+token. Methods run on tasks padded together (:mod:`.packs`), which also holds the explained
+quantity every method differentiates or perturbs.
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ import torch
 
 from ..checks import check_choice, check_int
 from ..errors import InvalidArgumentError, InvalidTypeError
-from ..forward import predicted_logits
-from ..inputs import model_inputs, split_stacks, watch_ids
+from ..inputs import model_inputs, watch_ids
 from ..loading import LM
 from ..records import Classification, Generation, MaskedPredictions
 
@@ -44,6 +44,10 @@ class Task:
     foil_id: int
     target: str
 
+    def steps_of(self, slots: Sequence[int]) -> list[int]:
+        """The entries of ``slots`` that are steps of this task."""
+        return [s for s in slots if s < len(self.rows)]
+
 
 @attrs.frozen
 class Settings:
@@ -58,37 +62,6 @@ class Settings:
     n_samples: int
     seed: int
     hide_progress: bool | None
-
-
-def scores(task: Task, logits: torch.Tensor, steps: Sequence[int]) -> torch.Tensor:
-    """logits [B, len(steps), vocab] -> the explained quantity [B, len(steps)] of each step."""
-    logits = logits.float()
-    if task.target == "probability":
-        values = torch.softmax(logits, dim=-1)
-    elif task.target == "log_probability":
-        values = torch.log_softmax(logits, dim=-1)
-    else:
-        values = logits
-    ids = torch.tensor([task.target_ids[s] for s in steps], device=values.device)
-    out = values.gather(-1, ids.expand(values.shape[0], -1)[..., None])[..., 0]
-    if task.foil_id >= 0:
-        out = out - values[..., task.foil_id]
-    return out
-
-
-def output_rows(task: Task, steps: Sequence[int]) -> list[int]:
-    """Rows of the output stack (the decoder of an encoder-decoder model) predicting ``steps``."""
-    return [task.rows[s] - task.n_encoder_rows for s in steps]
-
-
-def target_values(task: Task, x: torch.Tensor, steps: Sequence[int]) -> torch.Tensor:
-    """Explained quantity [B, len(steps)] of ``steps`` for inputs x [B, n, hidden].
-
-    ``x`` may hold only a prefix of the rows, as long as it covers the steps' rows.
-    """
-    inputs = split_stacks(x, task.n_encoder_rows, embeds=True)
-    logits = predicted_logits(task.lm, inputs, output_rows(task, steps), grad=True)
-    return scores(task, logits, steps)
 
 
 def _class_index(record: Classification, value: int | str, what: str) -> int:

@@ -1,13 +1,15 @@
 """Batched calls equal one-at-a-time calls, on every tiny family, ragged lengths, batch sizes
-1, 3 and 16 (several batches, a partial last batch, everything in one batch)."""
+1, 3 and 16 (several batches, a partial last batch, everything in one batch); attributions
+also on the classifiers and with the default batches."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 import ecco_core as ec
-from ecco_core.testing import FAMILIES, MASKED_FAMILIES
+from ecco_core.testing import CLASSIFIER_FAMILIES, FAMILIES, MASKED_FAMILIES
 
 GENERATING = [f for f in FAMILIES if f not in MASKED_FAMILIES]
 PROMPTS = (
@@ -200,21 +202,93 @@ def test_generate_batched_equals_one_at_a_time(tiny_lm, family: str, batch_size:
         np.testing.assert_array_equal(got.top_ids[:, 0], alone.top_ids[:, 0])
 
 
-@pytest.mark.filterwarnings("ignore::ecco_core.errors.ConvergenceWarning")  # compares engines
-@pytest.mark.parametrize("family", [*FAMILIES, "bert_classifier"])
-def test_attribute_list_equals_one_at_a_time(tiny_lm, family: str) -> None:
-    if family == "bert_classifier":
+ATTRIBUTED = (*FAMILIES, *CLASSIFIER_FAMILIES)
+NATIVE_METHODS = ("integrated_gradients", "saliency", "grad_x_input")
+_ALONE: dict[tuple[str, str], list] = {}
+
+
+def _explained(tiny_lm, family: str) -> tuple[ec.LM, list]:
+    """Records to attribute: ragged, with repeats (equal lengths, so classifiers pack too)."""
+    if family in CLASSIFIER_FAMILIES:
         lm = tiny_lm(family)
-        recs: list = [ec.classify(lm, text) for text in PROMPTS[:3]]
-    else:
-        lm, recs = _records(tiny_lm, family)
-        recs = recs[:3]
-    for method in ("integrated_gradients", "saliency"):
-        batched = ec.attribute(lm, recs, method, n_steps=4, progress=False)
+        return lm, [ec.classify(lm, PROMPTS[i]) for i in (0, 1, 2, 1, 3, 1)]
+    lm, recs = _records(tiny_lm, family)
+    return lm, [*recs, recs[1]]
+
+
+def _attribute(lm: ec.LM, recs, method: str, batch_size: int | None):
+    return ec.attribute(
+        lm, recs, method, n_steps=5, aggregation="none", batch_size=batch_size, progress=False
+    )
+
+
+def _widest_pass(lm: ec.LM, run) -> int:
+    """The most sequences one differentiated forward pass of the model's first block held
+    during ``run()``."""
+    block = lm.model.get_submodule(lm.spec.blocks[0])
+    sizes: list[int] = []
+
+    def hook(_module, args, kwargs) -> None:
+        hidden = args[0] if args else next(iter(kwargs.values()))
+        if torch.is_grad_enabled():
+            sizes.append(int(hidden.shape[0]))
+
+    handle = block.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        run()
+    finally:
+        handle.remove()
+    return max(sizes)
+
+
+@pytest.mark.filterwarnings("ignore::ecco_core.errors.ConvergenceWarning")  # compares engines
+@pytest.mark.parametrize("batch_size", [*BATCH_SIZES, None])
+@pytest.mark.parametrize("family", ATTRIBUTED)
+def test_attribute_batched_equals_one_at_a_time(tiny_lm, family: str, batch_size) -> None:
+    lm, recs = _explained(tiny_lm, family)
+    for method in NATIVE_METHODS:
+        if (family, method) not in _ALONE:
+            _ALONE[family, method] = [_attribute(lm, r, method, None) for r in recs]
+        batched = _attribute(lm, recs, method, batch_size)
         assert isinstance(batched, tuple) and len(batched) == len(recs)
-        for rec, got in zip(recs, batched, strict=True):
-            alone = ec.attribute(lm, rec, method, n_steps=4, progress=False)
-            np.testing.assert_array_equal(got.scores, alone.scores)
+        for rec, got, alone in zip(recs, batched, _ALONE[family, method], strict=True):
+            assert got.tokens == alone.tokens == rec.tokens
             np.testing.assert_array_equal(got.target_ids, alone.target_ids)
+            np.testing.assert_array_equal(got.target_positions, alone.target_positions)
+            assert got.values.shape == alone.values.shape
+            scale = float(np.abs(alone.values).max())
+            np.testing.assert_allclose(got.values, alone.values, rtol=1e-4, atol=1e-4 * scale)
+            np.testing.assert_allclose(got.target_values, alone.target_values, rtol=1e-5, atol=1e-7)
+            np.testing.assert_allclose(
+                got.convergence_delta, alone.convergence_delta, rtol=1e-3, atol=1e-4 * scale
+            )
+            assert got.provenance.params == alone.provenance.params | {"batch_size": batch_size}
+
+
+@pytest.mark.parametrize("family", ["gpt2", "t5", "bert", "gpt2_classifier"])
+def test_attribute_runs_records_together(tiny_lm, family: str) -> None:
+    """Saliency (one point per record) holds several records in one pass: batch_size of them,
+    or as many as fit by default; a classifier's records only with records of their length."""
+    lm, recs = _explained(tiny_lm, family)
+    lengths = [len(r.token_ids) for r in recs]
+    same = max(lengths.count(n) for n in lengths)
+    for batch_size, expected in ((1, 1), (3, 3), (None, len(recs))):
+        if family in CLASSIFIER_FAMILIES:
+            expected = min(expected, same)
+
+        def run(batch_size=batch_size) -> None:
+            ec.attribute(lm, recs, "saliency", batch_size=batch_size, progress=False)
+
+        assert _widest_pass(lm, run) == expected
+
+
+def test_attribute_lists_of_other_methods_run_each_record_alone(tiny_lm) -> None:
+    lm, recs = _explained(tiny_lm, "gpt2")
+    for method in ("feature_ablation", "attention_rollout"):
+        batched = ec.attribute(lm, recs[:3], method, progress=False)
+        for rec, got in zip(recs[:3], batched, strict=True):
+            np.testing.assert_array_equal(got.scores, ec.attribute(lm, rec, method).scores)
     with pytest.raises(ec.InvalidArgumentError, match="empty"):
         ec.attribute(lm, [])
+    with pytest.raises(ec.InvalidArgumentError, match="batch_size"):
+        ec.attribute(lm, recs, batch_size=0)
