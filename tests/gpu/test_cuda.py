@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import ecco_core as ec
-from ecco_core import attribution
+from ecco_core.attribution import native
 
 pytestmark = [
     pytest.mark.gpu,
@@ -47,7 +47,22 @@ def test_batched_products_match_one_step_products_on_cuda(tiny_path, monkeypatch
     lm = ec.load(tiny_path("llama"), device="cuda")
     gen = ec.generate(lm, "The Eiffel Tower is in", max_new_tokens=6, min_new_tokens=6)
     batched = ec.attribute(lm, gen, progress=False)
-    monkeypatch.setattr(attribution, "VJP_ROWS", 1)
+    monkeypatch.setattr(native, "VJP_ROWS", 1)
     single = ec.attribute(lm, gen, progress=False)
     np.testing.assert_allclose(batched.scores, single.scores, rtol=1e-4, atol=1e-6)
     assert np.isfinite(ec.attribute(lm, gen, precision="bf16", progress=False).scores).all()
+
+
+@pytest.mark.parametrize("family", ["llama", "t5", "bert"])
+def test_batched_records_match_one_at_a_time_on_cuda(tiny_path, family: str) -> None:
+    lm = ec.load(tiny_path(family), device="cuda")
+    texts = ["The Eiffel Tower is in", "Paris", "She said that he would come back, and"]
+    if family == "bert":
+        recs: list = [ec.predict_masked(lm, f"{t} {lm.tokenizer.mask_token}.") for t in texts]
+    else:
+        recs = list(ec.generate(lm, texts, max_new_tokens=3, min_new_tokens=3))
+    for method in ("integrated_gradients", "saliency"):
+        batched = ec.attribute(lm, recs, method, progress=False)
+        for rec, got in zip(recs, batched, strict=True):
+            alone = ec.attribute(lm, rec, method, progress=False)
+            np.testing.assert_allclose(got.scores, alone.scores, rtol=1e-3, atol=1e-5)
