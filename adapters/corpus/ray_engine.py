@@ -253,12 +253,18 @@ class _Environment:
 
 
 def _refresh_ray_config() -> None:
-    """Make an already imported Ray re-read the RAY_* variables (auth mode, timeouts)."""
+    """Make an already imported Ray re-read the RAY_* variables (auth mode, timeouts) and the
+    auth token: Ray caches the token it first loaded, so without this a second local instance
+    in one process (a second run, with its own token) fails to start its GCS."""
     if "ray" in sys.modules:
         with contextlib.suppress(Exception):
-            from ray._raylet import Config  # type: ignore[attr-defined]
+            from ray._raylet import (  # type: ignore[attr-defined]
+                AuthenticationTokenLoader,
+                Config,
+            )
 
-            Config.initialize("")
+            Config.initialize("")  # first: see ray._private.authentication_test_utils
+            AuthenticationTokenLoader.instance().reset_cache()
 
 
 def _auth_for_address(env: _Environment) -> None:
