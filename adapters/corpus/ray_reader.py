@@ -2,13 +2,16 @@
 
 Ray's own ``read_text`` splits lines at every separator ``str.splitlines`` knows (a form feed,
 U+0085, U+2028 inside a prompt start new rows) and ``read_json`` fails the whole read on one
-line that is not JSON, where the local engine makes an ``errors`` row; neither ``read_csv`` nor
-``read_parquet`` numbers the rows. So this datasource (Ray Data's documented extension point
-for a file format: a :class:`~ray.data.datasource.FileBasedDatasource` that implements
-``_read_stream``) lets Ray open the file, with its filesystems and retries, on a node of the
-cluster, and reads it with :func:`.readers.numbered_rows`, the code of the local engine. One
-file is read by one task from its first row to its last, so the row numbers it gives are
-the local engine's.
+line that is not JSON, or on a text that is a number in one line and a string in another,
+where the local engine makes an ``errors`` row or reads the number as text; neither
+``read_csv`` nor ``read_parquet`` numbers the rows (``Dataset.zip`` with ``ray.data.range``
+would, but it is deprecated in Ray 2.60 and holds the whole input before it starts).
+
+So this datasource (Ray Data's documented extension point for a file format: a
+:class:`~ray.data.datasource.FileBasedDatasource` that implements ``_read_stream``) lets Ray
+open the file, with its filesystems and retries, on a node of the cluster, and reads it with
+:func:`.readers.numbered_rows`, the code of the local engine. One file is read by one task
+from its first row to its last, so the row numbers it gives are the local engine's.
 
 Imported only when a Ray run starts (it imports ray).
 """

@@ -1,6 +1,7 @@
-"""``--engine ray`` with a real Ray: same tables as the local engine, a separate head joined
-with --address, a worker killed mid-run, an unreachable address, and --resume after the
-driver is killed. Skipped when ray is not installed (``pip install 'ecco-core[ray]'``).
+"""``--engine ray`` with a real Ray: same tables as the local engine (Ray Data reading every
+input format), --resume redoing only unfinished batches, a separate head joined with
+--address, a worker killed mid-run, an unreachable address, and --resume after the driver is
+killed. Skipped when ray is not installed (``pip install 'ecco-core[ray]'``).
 
 Every Ray process started here is stopped by its own pid (never ``ray stop``).
 """
