@@ -2,31 +2,44 @@
 
 ::
 
-    driver                                   actors (--workers, each loads the model once)
-    read_batches(FILE) -> one Arrow block per batch  ->  map_batches(RayBatch)
-    iter_batches <- one row per (batch, table): Arrow IPC bytes  <-  BatchFunction(batch)
-    store.save_shard(...) (atomic parts, then the batch's marker)
+    read task (one per file)          PromptRows: readers.numbered_rows(FILE) -> _row, prompt_id,
+                                      text, problem; map_batches(batch_rows): _start, _end,
+                                      rows of finished batches dropped
+    repartition(batch_size, strict)   blocks of exactly one batch each, in input order
+    actors (--workers, model loaded once)     map_batches(RayBatch): BatchFunction(batch)
+    driver  iter_batches <- one row per (batch, table): Arrow IPC bytes
+            store.save_shard(...) (atomic parts, then the batch's marker)
 
-The driver reads the prompts with the project's own readers (not ``ray.data.read_*``): that
-gives every row the same number and id as the local engine (``read_text`` drops blank lines,
-so line numbers would shift), lets ``--resume`` skip finished batches before anything is sent,
-and cuts the input into one block per batch, so every actor gets work (a file read by Ray is
-one block, so one busy actor). The tables come back to the driver and are written there with
-the local engine's store, so the output folder only has to exist on the driver, part names
-are the same, and a batch delivered twice (a retried task) rewrites identical files.
+Ray Data reads the input itself (:mod:`.ray_reader`): a read task on a node of the cluster opens
+the file through Ray's filesystems (so the path must be visible there, e.g. on shared storage)
+and runs the local engine's reader, which numbers the rows as it reads them; one file is read
+by one task from its first row to its last, so row numbers, ids and errors rows are the local
+engine's. A stateless function gives each row its batch, ``[k * batch_size, (k + 1) *
+batch_size)``, and drops the rows of batches already done (``--resume``) or beyond
+``--nmf-sample`` (fit pass); what remains is whole batches, in order. A streaming repartition
+(``target_num_rows_per_block=batch_size, strict=True``, with ``preserve_order``) cuts it into
+blocks of exactly one batch, so every actor gets work, and each actor call checks it got whole
+batches (:func:`batches_of`). Nothing of the input passes through the driver, which only counts
+the rows when it checks the file.
+
+The tables come back to the driver and are written there with the local engine's store, so
+the output folder only has to exist on the driver, part names are the same, and a batch
+delivered twice (a retried task) rewrites identical files.
 
 With ``neurons``, a first execution streams every batch's activation matrix back, in input
 order, into ``MiniBatchNMF.partial_fit`` on the driver; the second computes the tables with the
 fitted factors. A small Ray task loads the model once more to describe it (manifest, the
 ``--watch`` check, the tokens each factor promotes), so the driver never loads the model.
 
-Ray is imported only here, only when ``--engine ray`` runs; ``ecco_core`` never imports it.
+Ray is imported only here and in :mod:`.ray_reader`, only when ``--engine ray`` runs;
+``ecco_core`` never imports it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import logging
 import os
 import secrets
@@ -42,7 +55,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
 from . import factors as factor_fit
@@ -50,7 +62,6 @@ from . import runner, store
 from .batch import BatchFunction, Factors
 from .checks import Checked, check_address
 from .errors import CorpusInputError
-from .readers import read_batches
 
 CPU_WORKERS = 2  # default --workers on CPUs
 # Bounded connection attempts when joining --address (Ray's defaults retry for minutes).
@@ -70,27 +81,43 @@ QUIET_ENV = {"RAY_DATA_DISABLE_PROGRESS_BARS": "1", "RAY_DEDUP_LOGS": "0"}
 # --- what travels between driver and actors ---------------------------------------------------
 
 
-def input_block(batch: Any, string_ids: bool) -> pa.Table:
-    """One batch of input rows as an Arrow block, with the row range it covers."""
-    n = len(batch.ids)
-    return pa.table(
-        {
-            "_start": pa.array([batch.start] * n, pa.int64()),
-            "_end": pa.array([batch.end] * n, pa.int64()),
-            "prompt_id": pa.array(batch.ids, pa.string() if string_ids else pa.int64()),
-            # Bytes, not strings: a lone surrogate (valid in a Python str, not in Arrow's UTF-8)
-            # must reach the worker, which turns it into an errors row as the local engine does.
-            "text": pa.array([text_bytes(t) for t in batch.texts], pa.large_binary()),
-            "problem": pa.array(batch.problems, pa.string()),
-        }
-    )
+def batches_of(block: pa.Table) -> Iterator[tuple[int, int, pa.Table]]:
+    """(start, end, rows) of each batch in a block of :func:`.ray_reader.batch_rows` rows.
+
+    Raises RuntimeError unless every batch in the block is whole, its rows in order: shards
+    and their markers are per batch, so a batch cut in two must never be written.
+    """
+    starts = block.column("_start").to_numpy()
+    rows = block.column("_row").to_numpy()
+    bounds = [0, *(np.flatnonzero(np.diff(starts)) + 1).tolist(), len(starts)]
+    for first, stop in itertools.pairwise(bounds):
+        if first == stop:
+            continue
+        start, end = int(starts[first]), int(block.column("_end")[first].as_py())
+        if not np.array_equal(rows[first:stop], np.arange(start, end)):
+            raise RuntimeError(
+                f"a Ray actor got rows {rows[first]}..{rows[stop - 1]} of the batch of rows "
+                f"{start}..{end - 1}, not the whole batch in order"
+            )
+        yield start, end, block.slice(first, stop - first)
 
 
-def text_bytes(text: str | None) -> bytes | None:
-    return None if text is None else text.encode("utf-8", "surrogatepass")
+def batch_starts(
+    n_rows: int, batch_size: int, done: Iterable[str] = (), limit: int | None = None
+) -> list[int]:
+    """First rows of the batches of a run (those of the first ``limit`` rows) not ``done``
+    (shard stems, see :func:`.store.done_shards`)."""
+    finished = set(done)
+    stop = n_rows if limit is None else min(n_rows, limit)
+    return [
+        start
+        for start in range(0, stop, batch_size)
+        if store.shard_stem(start, min(start + batch_size, n_rows)) not in finished
+    ]
 
 
 def text_of(data: bytes | None) -> str | None:
+    """The text sent as bytes by :func:`.ray_reader.text_bytes` (lone surrogates kept)."""
     return None if data is None else data.decode("utf-8", "surrogatepass")
 
 
@@ -197,11 +224,8 @@ class RayBatch:
     def __call__(self, block: pa.Table) -> pa.Table:
         from .batch import activation_matrix
 
-        packed = []
-        starts = block.column("_start").to_numpy()
-        for start in dict.fromkeys(starts.tolist()):
-            rows = block.filter(pc.equal(block.column("_start"), start))
-            end = int(rows.column("_end")[0].as_py())
+        packed = [pack(0, 0, {})]  # an empty block has no batch
+        for start, end, rows in batches_of(block):
             columns = {n: rows.column(n).to_pylist() for n in ("prompt_id", "problem")}
             columns["text"] = [text_of(t) for t in rows.column("text").to_pylist()]
             if self.mode == "fit":
@@ -212,7 +236,7 @@ class RayBatch:
                 tables = {"activations": _matrix_table(x)}
             else:
                 tables = self.function(columns)
-            packed.append(pack(int(start), end, tables))
+            packed.append(pack(start, end, tables))
         return pa.concat_tables(packed)
 
 
@@ -253,12 +277,18 @@ class _Environment:
 
 
 def _refresh_ray_config() -> None:
-    """Make an already imported Ray re-read the RAY_* variables (auth mode, timeouts)."""
+    """Make an already imported Ray re-read the RAY_* variables (auth mode, timeouts) and the
+    auth token: Ray caches the token it first loaded, so without this a second local instance
+    in one process (a second run, with its own token) fails to start its GCS."""
     if "ray" in sys.modules:
         with contextlib.suppress(Exception):
-            from ray._raylet import Config  # type: ignore[attr-defined]
+            from ray._raylet import (  # type: ignore[attr-defined]
+                AuthenticationTokenLoader,
+                Config,
+            )
 
-            Config.initialize("")
+            Config.initialize("")  # first: see ray._private.authentication_test_utils
+            AuthenticationTokenLoader.instance().reset_cache()
 
 
 def _auth_for_address(env: _Environment) -> None:
@@ -411,18 +441,51 @@ def largest_node(nodes: list[dict[str, Any]]) -> dict[str, float]:
     return {key: max((float(r.get(key, 0)) for r in alive), default=0.0) for key in ("CPU", "GPU")}
 
 
-def _dataset(ray: Any, blocks: list[pa.Table], actor: dict[str, Any], plan: Any) -> Any:
+def _dataset(
+    ray: Any,
+    checked: Checked,
+    actor: dict[str, Any],
+    plan: Any,
+    starts: list[int],
+    limit: int | None = None,
+) -> Any:
+    """Ray Data reads the file, keeps the batches starting at ``starts`` (whole, in order) and
+    maps each one on an actor to its packed tables."""
+    from .ray_reader import PromptRows, batch_rows
+
+    config = checked.config
     workers, resources, _ = plan
-    workers = max(1, min(workers, len(blocks)))  # more actors than batches would idle
-    return ray.data.from_arrow(blocks).map_batches(
-        RayBatch,
-        fn_constructor_kwargs=actor,
-        batch_size=None,
-        batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=workers),
-        udf_modifying_row_count=True,
-        **resources,
-    )
+    workers = max(1, min(workers, len(starts)))  # more actors than batches would idle
+    todo = set(starts)
+    done = [s for s in range(0, checked.source.n_rows, config.batch_size) if s not in todo]
+    context = ray.data.DataContext.get_current()
+    kept, context.execution_options.preserve_order = context.execution_options.preserve_order, True
+    try:  # a dataset copies the context when it is built
+        rows = ray.data.read_datasource(PromptRows(checked.source)).map_batches(
+            batch_rows,
+            fn_kwargs={
+                "batch_size": config.batch_size,
+                "n_rows": checked.source.n_rows,
+                "done": done,
+                "limit": limit,
+            },
+            batch_size=None,
+            batch_format="pyarrow",
+        )
+        # Blocks of exactly batch_size rows (the last may be shorter), cut from the rows in
+        # order: the stream holds whole batches only, so each block is one batch.
+        batches = rows.repartition(target_num_rows_per_block=config.batch_size, strict=True)
+        return batches.map_batches(
+            RayBatch,
+            fn_constructor_kwargs=actor,
+            batch_size=None,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=workers),
+            udf_modifying_row_count=True,
+            **resources,
+        )
+    finally:
+        context.execution_options.preserve_order = kept
 
 
 def _actor_kwargs(checked: Checked, plan: Any, mode: str, components: Any) -> dict[str, Any]:
@@ -463,16 +526,13 @@ def _describe(ray: Any, checked: Checked, plan: Any, components: Any) -> dict[st
 def _fit(ray: Any, checked: Checked, plan: Any, progress: bool) -> np.ndarray:
     """Stream activation matrices from the actors, in input order, into partial_fit."""
     config = checked.config
-    batches = list(runner.fit_batches(checked))
-    blocks = [input_block(b, config.options.string_ids) for b in batches]
-    context = ray.data.DataContext.get_current()
-    kept, context.execution_options.preserve_order = context.execution_options.preserve_order, True
-    try:  # the dataset copies the context when it is built
-        dataset = _dataset(ray, blocks, _actor_kwargs(checked, plan, "fit", None), plan)
-    finally:
-        context.execution_options.preserve_order = kept
+    limit = config.nmf_sample
+    starts = batch_starts(checked.source.n_rows, config.batch_size, limit=limit)
+    kwargs = _actor_kwargs(checked, plan, "fit", None)
+    dataset = _dataset(ray, checked, kwargs, plan, starts, limit)
+    n_rows = checked.source.n_rows
     bar = tqdm(
-        total=sum(len(b.ids) for b in batches),
+        total=n_rows if limit is None else min(n_rows, limit),
         unit="prompt",
         desc="fitting neuron factors",
         disable=not progress,
@@ -481,7 +541,6 @@ def _fit(ray: Any, checked: Checked, plan: Any, progress: bool) -> np.ndarray:
 
     def in_order() -> Iterator[np.ndarray]:
         waiting: dict[int, np.ndarray] = {}  # batches that came before their predecessors
-        starts = [b.start for b in batches]
         nxt = 0
         blocks = dataset.iter_batches(batch_size=None, batch_format="pyarrow")
         for start, end, tables in whole_batches(blocks, {"activations"}):
@@ -529,13 +588,9 @@ def run(checked: Checked, *, progress: bool = True) -> dict[str, Any]:
 def _tables(ray: Any, checked: Checked, plan: Any, components: Any, progress: bool) -> None:
     """The tables pass: every batch not done yet, written on the driver as it comes back."""
     config = checked.config
-    done = store.done_shards(config.out)
-    todo = [
-        input_block(batch, config.options.string_ids)
-        for batch in read_batches(checked.source, config.batch_size)
-        if store.shard_stem(batch.start, batch.end) not in done
-    ]
-    already = checked.source.n_rows - sum(b.num_rows for b in todo)
+    n_rows = checked.source.n_rows
+    starts = batch_starts(n_rows, config.batch_size, store.done_shards(config.out))
+    already = n_rows - sum(min(s + config.batch_size, n_rows) - s for s in starts)
     bar = tqdm(
         total=checked.source.n_rows,
         initial=already,
@@ -547,9 +602,9 @@ def _tables(ray: Any, checked: Checked, plan: Any, components: Any, progress: bo
     )
     folders = runner.folders(config)
     try:
-        if todo:
+        if starts:
             kwargs = _actor_kwargs(checked, plan, "tables", components)
-            dataset = _dataset(ray, todo, kwargs, plan)
+            dataset = _dataset(ray, checked, kwargs, plan, starts)
             blocks = dataset.iter_batches(
                 batch_size=None, batch_format="pyarrow", prefetch_batches=2
             )

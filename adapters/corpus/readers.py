@@ -8,15 +8,22 @@ Rows are ``(prompt_id, text)``. ``prompt_id`` is the value of the id column as a
 one is named, else the 0-based row number. ``text`` is None when the row has no usable text
 (a null, or a ``.jsonl`` line that is not a JSON object); such rows become ``errors`` rows.
 A ``.txt`` file holds one prompt per line (a blank line is an empty prompt); blank lines of a
-``.jsonl`` file are skipped.
+``.jsonl`` file are skipped. Lines end at ``\\n``, ``\\r\\n`` or ``\\r`` (Python's universal
+newlines), never inside a line at a form feed or U+2028.
+
+:func:`numbered_rows` reads a file already opened in binary: the local engine opens it here
+(:func:`read_batches`), the Ray engine's read task through Ray's filesystems
+(:mod:`.ray_reader`), and both run this same code, so rows, ids and problems are the same.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import attrs
 
@@ -26,6 +33,8 @@ EXTENSIONS = (".txt", ".jsonl", ".csv", ".parquet")
 READ_BLOCK = 1 << 20  # bytes per block of the CSV reader
 
 PromptId = int | str
+RawRow = tuple[Any, str | None, str]  # (raw id or None, text or None, problem or "")
+Row = tuple[PromptId, str | None, str]  # (prompt_id, text or None, problem or "")
 
 
 @attrs.frozen
@@ -76,25 +85,43 @@ def _missing(path: Path, name: str, option: str, found: list[str]) -> CorpusInpu
     )
 
 
-def _jsonl_lines(path: Path) -> Iterator[str]:
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                yield line
+def _lines(file: BinaryIO) -> Iterator[str]:
+    """Lines of an open binary file decoded as UTF-8, split at ``\\n``, ``\\r\\n`` or ``\\r``
+    only (Python's universal newlines: a form feed or U+2028 inside a line stays there)."""
+    handle = io.TextIOWrapper(file, encoding="utf-8", newline=None)
+    try:
+        yield from handle
+    finally:
+        with contextlib.suppress(ValueError):  # already closed by the caller
+            handle.detach()  # the caller closes ``file``
 
 
-def _txt_lines(path: Path) -> Iterator[str]:
-    with path.open(encoding="utf-8", newline=None) as handle:
-        for line in handle:
-            yield line[:-1] if line.endswith("\n") else line
+def jsonl_lines(file: BinaryIO) -> Iterator[str]:
+    """The lines of a ``.jsonl`` file that are not blank (whitespace only)."""
+    for line in _lines(file):
+        if line.strip():
+            yield line
 
 
-def _csv_reader(path: Path, columns: list[str]) -> Any:
+def txt_lines(file: BinaryIO) -> Iterator[str]:
+    """Every line of a ``.txt`` file without its line end (a blank line is an empty prompt)."""
+    for line in _lines(file):
+        yield line[:-1] if line.endswith("\n") else line
+
+
+def _open_lines(path: Path, kind: str) -> Iterator[str]:
+    with path.open("rb") as file:
+        yield from (jsonl_lines(file) if kind == ".jsonl" else txt_lines(file))
+
+
+def csv_reader(file: Any, columns: list[str]) -> Any:
+    """A streaming pyarrow CSV reader of ``columns`` (a path or an open binary file), all read
+    as strings (a blank cell is ``""``, not null)."""
     import pyarrow as pa
     from pyarrow import csv
 
     return csv.open_csv(
-        path,
+        file,
         read_options=csv.ReadOptions(block_size=READ_BLOCK),
         convert_options=csv.ConvertOptions(
             include_columns=columns,
@@ -114,7 +141,7 @@ def _columns(path: Path, kind: str) -> list[str]:
         from pyarrow import csv
 
         return list(csv.open_csv(path).schema.names)
-    first = next(_jsonl_lines(path), None)
+    first = next(_open_lines(path, kind), None)
     if first is None:
         return []
     try:
@@ -133,9 +160,8 @@ def count_rows(path: Path, kind: str) -> int:
 
         return int(pq.ParquetFile(path).metadata.num_rows)
     if kind == ".csv":
-        return sum(b.num_rows for b in _csv_reader(path, _columns(path, kind)[:1]))
-    lines = _jsonl_lines(path) if kind == ".jsonl" else _txt_lines(path)
-    return sum(1 for _ in lines)
+        return sum(b.num_rows for b in csv_reader(path, _columns(path, kind)[:1]))
+    return sum(1 for _ in _open_lines(path, kind))
 
 
 def open_prompts(
@@ -184,7 +210,9 @@ def open_prompts(
     )
 
 
-def _text(value: Any) -> tuple[str | None, str]:
+def text_value(value: Any) -> tuple[str | None, str]:
+    """(text, problem) of a value of the text column: numbers become text; null, lists and
+    objects have no text."""
     if value is None:
         return None, "the text is null"
     if isinstance(value, str):
@@ -194,44 +222,67 @@ def _text(value: Any) -> tuple[str | None, str]:
     return None, f"the text is a {type(value).__name__}, not a string"
 
 
-def _rows(source: PromptFile) -> Iterator[tuple[Any, str | None, str]]:
-    """(raw id or None, text, problem) for every row, in order."""
+def jsonl_row(line: str, column: str, id_column: str | None) -> RawRow:
+    """(raw id, text, problem) of one ``.jsonl`` line; a line that is not a JSON object, or
+    has no ``column`` field, has no text."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return None, None, f"line is not JSON: {exc}"
+    if not isinstance(row, dict):
+        return None, None, "line is not a JSON object"
+    raw_id = row.get(id_column) if id_column else None
+    if column not in row:
+        return raw_id, None, f"no {column!r} field"
+    return (raw_id, *text_value(row[column]))
+
+
+def file_rows(source: PromptFile, file: Any) -> Iterator[RawRow]:
+    """(raw id or None, text, problem) of every row of ``file``, in order.
+
+    ``file`` is ``source``'s file opened for reading in binary (random access for Parquet):
+    by this process for the local engine, by a Ray Data read task for the Ray engine, which
+    both run this code.
+    """
     if source.kind == ".txt":
-        for line in _txt_lines(source.path):
+        for line in txt_lines(file):
             yield None, line, ""
     elif source.kind == ".jsonl":
-        for line in _jsonl_lines(source.path):
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield None, None, f"line is not JSON: {exc}"
-                continue
-            if not isinstance(row, dict):
-                yield None, None, "line is not a JSON object"
-                continue
-            raw_id = row.get(source.id_column) if source.id_column else None
-            if source.column not in row:
-                yield raw_id, None, f"no {source.column!r} field"
-                continue
-            text, problem = _text(row[source.column])
-            yield raw_id, text, problem
+        for line in jsonl_lines(file):
+            yield jsonl_row(line, source.column, source.id_column)
     else:
         columns = [source.column] + ([source.id_column] if source.id_column else [])
         if source.kind == ".csv":
-            batches: Any = _csv_reader(source.path, columns)
+            batches: Any = csv_reader(file, columns)
         else:
             import pyarrow.parquet as pq
 
-            batches = pq.ParquetFile(source.path).iter_batches(batch_size=4096, columns=columns)
+            batches = pq.ParquetFile(file).iter_batches(batch_size=4096, columns=columns)
         for batch in batches:
             texts = batch.column(source.column).to_pylist()
             ids = batch.column(source.id_column).to_pylist() if source.id_column else None
             for i, value in enumerate(texts):
-                text, problem = _text(value)
-                yield (ids[i] if ids is not None else None), text, problem
+                yield (ids[i] if ids is not None else None, *text_value(value))
 
 
-def _batch(index: int, start: int, rows: list[tuple[PromptId, str | None, str]]) -> Batch:
+def prompt_row(number: int, row: RawRow, id_column: str | None) -> Row:
+    """(prompt_id, text, problem) of row ``number``: the id column's value as a string, or
+    the row number; a missing, null or blank id gives ``<row N>`` and no text."""
+    raw_id, text, problem = row
+    if id_column is None:
+        return number, text, problem
+    if raw_id is None or raw_id == "":  # a blank CSV cell reads as ""
+        return f"<row {number}>", None, problem or f"no value in id column {id_column!r}"
+    return str(raw_id), text, problem
+
+
+def numbered_rows(source: PromptFile, file: Any) -> Iterator[tuple[int, PromptId, str | None, str]]:
+    """(row number, prompt_id, text, problem) of every row of ``file`` (see :func:`file_rows`)."""
+    for number, row in enumerate(file_rows(source, file)):
+        yield (number, *prompt_row(number, row, source.id_column))
+
+
+def _batch(index: int, start: int, rows: list[Row]) -> Batch:
     return Batch(
         index=index,
         start=start,
@@ -243,19 +294,13 @@ def _batch(index: int, start: int, rows: list[tuple[PromptId, str | None, str]])
 
 def read_batches(source: PromptFile, batch_size: int) -> Iterator[Batch]:
     """Stream the file as batches of ``batch_size`` rows (the last one may be shorter)."""
-    rows: list[tuple[PromptId, str | None, str]] = []
+    rows: list[Row] = []
     index = 0
-    for number, (raw_id, text, problem) in enumerate(_rows(source)):
-        if source.id_column is None:
-            pid: PromptId = number
-        elif raw_id is None or raw_id == "":  # a blank CSV cell reads as ""
-            pid, text = f"<row {number}>", None
-            problem = problem or f"no value in id column {source.id_column!r}"
-        else:
-            pid = str(raw_id)
-        rows.append((pid, text, problem))
-        if len(rows) == batch_size:
-            yield _batch(index, index * batch_size, rows)
-            index, rows = index + 1, []
+    with source.path.open("rb") as file:
+        for _, pid, text, problem in numbered_rows(source, file):
+            rows.append((pid, text, problem))
+            if len(rows) == batch_size:
+                yield _batch(index, index * batch_size, rows)
+                index, rows = index + 1, []
     if rows:
         yield _batch(index, index * batch_size, rows)

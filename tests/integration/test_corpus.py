@@ -73,6 +73,22 @@ def test_every_format_reads_the_same_rows(tmp_path: Path) -> None:
     assert (only.ids, only.texts) == ([0, 1, 2], ["one", "", "three"])
 
 
+def test_lines_end_at_line_feeds_and_carriage_returns_only(tmp_path: Path) -> None:
+    """Universal newlines, as Python reads text: a form feed, U+0085 or U+2028 inside a
+    prompt does not cut it (``str.splitlines``, and so Ray's ``read_text``, would)."""
+    data = tmp_path / "p.txt"
+    data.write_bytes("one\r\ntwo\fform\rthree\u2028sep\x85nel\n\nlast".encode())
+    source = open_prompts(data)
+    (only,) = read_batches(source, 10)
+    assert only.texts == ["one", "two\fform", "three\u2028sep\x85nel", "", "last"]
+    assert source.n_rows == 5
+    rows = ['{"text": "a\u2028b"}', "", "  ", "not json", '{"text": "c"}']
+    (tmp_path / "p.jsonl").write_text("\r\n".join(rows), encoding="utf-8")
+    (only,) = read_batches(open_prompts(tmp_path / "p.jsonl"), 10)
+    assert only.texts == ["a\u2028b", None, "c"]
+    assert only.problems[1].startswith("line is not JSON")
+
+
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [

@@ -21,7 +21,8 @@ from ecco_adapters.corpus import factors as factor_fit
 from ecco_adapters.corpus.checks import check_address
 from ecco_adapters.corpus.ray_engine import _matrix_table as matrix_table
 from ecco_adapters.corpus.ray_engine import (
-    input_block,
+    batch_starts,
+    batches_of,
     largest_node,
     matrix_of,
     pack,
@@ -30,7 +31,6 @@ from ecco_adapters.corpus.ray_engine import (
     unpack,
     whole_batches,
 )
-from ecco_adapters.corpus.readers import Batch
 from ecco_core.testing import fixed_provenance
 
 TEXTS = [
@@ -236,10 +236,51 @@ def test_batches_are_given_whole_once_even_when_ray_splits_their_tables() -> Non
 
 
 def test_input_blocks_carry_texts_that_are_not_utf8() -> None:
-    texts = ["a \ud800 b", None, "é"]
-    batch = Batch(index=0, start=0, ids=[0, 1, 2], texts=texts, problems=["", "empty", ""])
-    block = input_block(batch, string_ids=False)
-    assert [text_of(t) for t in block.column("text").to_pylist()] == batch.texts
+    pytest.importorskip("ray")  # ray_reader subclasses a Ray datasource
+    from ecco_adapters.corpus.ray_reader import rows_block
+
+    rows = [(0, 0, "a \ud800 b", ""), (1, 1, None, "empty"), (2, 2, "é", "")]
+    block = rows_block(rows, string_ids=False)
+    assert [text_of(t) for t in block.column("text").to_pylist()] == [r[2] for r in rows]
+    assert block.column("prompt_id").type == pa.int64()
+
+
+def test_rows_are_cut_into_the_local_engines_batches_and_finished_ones_dropped() -> None:
+    pytest.importorskip("ray")
+    from ecco_adapters.corpus.ray_reader import batch_rows, rows_block
+
+    block = rows_block([(i, f"q{i}", "x", "") for i in range(4, 11)], string_ids=True)
+    cut = batch_rows(block, batch_size=3, n_rows=11, done=[6])  # rows 4..10 of a read
+    assert cut.column("_row").to_pylist() == [4, 5, 9, 10]
+    assert cut.column("_start").to_pylist() == [3, 3, 9, 9]
+    assert cut.column("_end").to_pylist() == [6, 6, 11, 11]
+    sample = batch_rows(block, batch_size=3, n_rows=11, done=[], limit=8)  # --nmf-sample 8
+    assert sample.column("_row").to_pylist() == [4, 5, 6, 7]
+    assert sample.column("_end").to_pylist() == [6, 6, 8, 8]
+    assert batch_starts(11, 3) == [0, 3, 6, 9]
+    assert batch_starts(11, 3, {"part-0000000009-0000000011", "part-0000000000-0000000003"}) == [
+        3,
+        6,
+    ]
+    assert batch_starts(11, 3, limit=8) == [0, 3, 6]
+
+
+def test_an_actor_takes_whole_batches_only() -> None:
+    pytest.importorskip("ray")
+    from ecco_adapters.corpus.ray_reader import batch_rows, rows_block
+
+    block = batch_rows(
+        rows_block([(i, i, "x", "") for i in range(7)], string_ids=False),
+        batch_size=3,
+        n_rows=7,
+        done=[],
+    )
+    found = [(start, end, rows.num_rows) for start, end, rows in batches_of(block)]
+    assert found == [(0, 3, 3), (3, 6, 3), (6, 7, 1)]
+    with pytest.raises(RuntimeError, match=r"rows 3\.\.4 of the batch of rows 3\.\.5"):
+        list(batches_of(block.slice(0, 5)))
+    with pytest.raises(RuntimeError, match="not the whole batch in order"):
+        list(batches_of(pa.concat_tables([block.slice(4, 2), block.slice(3, 1)])))
 
 
 def test_worker_plans_fit_the_cluster_or_fail_at_once() -> None:

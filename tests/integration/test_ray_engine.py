@@ -1,6 +1,7 @@
-"""``--engine ray`` with a real Ray: same tables as the local engine, a separate head joined
-with --address, a worker killed mid-run, an unreachable address, and --resume after the
-driver is killed. Skipped when ray is not installed (``pip install 'ecco-core[ray]'``).
+"""``--engine ray`` with a real Ray: same tables as the local engine (Ray Data reading every
+input format), --resume redoing only unfinished batches, a separate head joined with
+--address, a worker killed mid-run, an unreachable address, and --resume after the driver is
+killed. Skipped when ray is not installed (``pip install 'ecco-core[ray]'``).
 
 Every Ray process started here is stopped by its own pid (never ``ray stop``).
 """
@@ -22,10 +23,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 
-from ecco_adapters.corpus import BatchOptions, RunConfig, run_corpus
+from ecco_adapters.corpus import BatchOptions, RunConfig, run_corpus, store
 
 from .corpus_command import corpus_command
 
@@ -85,6 +88,7 @@ def test_ray_tables_equal_local_tables_with_errors_and_factors(
         "id_column": "id",
         "batch_size": 3,
         "nmf": 3,
+        "nmf_sample": 7,  # the fit pass stops inside the third batch
         "options": BatchOptions(
             analyses=("generate", "rankings", "attribution", "neurons"),
             methods=("grad_x_input",),
@@ -114,6 +118,135 @@ def test_ray_tables_equal_local_tables_with_errors_and_factors(
     assert parts == sorted(p.name for p in (local / "generations").iterdir())
     manifest = pd.read_json(remote / "manifest.json", typ="series")
     assert manifest["engine"] == "ray" and manifest["status"] == "complete"
+
+
+# --- Ray Data reads every input format: the same rows, ids, batches and errors -----------------
+
+
+def _format_files(folder: Path) -> dict[str, tuple[Path, str | None]]:
+    """One prompt file per format (each of 7 to 9 rows), with the cases a reader can get
+    wrong: blank lines, CRLF, separators inside a line, bad JSON lines, blank and missing ids,
+    null texts, several Parquet row groups."""
+    txt = folder / "prompts.txt"
+    txt.write_bytes(
+        "\r\n".join(
+            [
+                "The tower number 0 is in the city of",
+                "Heathrow airport is located in",
+                "",  # an empty prompt: an errors row
+                "She said that he\fwould come back",  # a form feed is no line end
+                "The capital of Italy\u2028is",  # nor is U+2028 (Ray's read_text splits both)
+                "   ",
+                "Water boils at a temperature of",
+                "My favourite colour is",  # no final line end
+            ]
+        ).encode("utf-8")
+    )
+    jsonl = folder / "prompts.jsonl"
+    lines = [
+        json.dumps({"id": "a", "text": PROMPTS[0]}),
+        "",
+        json.dumps({"id": "b", "text": "Heathrow\u2028airport is in"}, ensure_ascii=False),
+        "this line is not JSON",
+        "   ",
+        "[1, 2]",
+        json.dumps({"id": "c", "text": 42}),
+        json.dumps({"text": "no id here"}),
+        json.dumps({"id": "d", "text": None}),
+        json.dumps({"id": 7, "text": PROMPTS[1]}),
+        json.dumps({"id": "e", "text": "a \ud800 b"}),  # a lone surrogate
+    ]
+    jsonl.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    csv = folder / "prompts.csv"
+    pd.DataFrame(
+        {
+            "other": ["x"] * 7,
+            "id": ["a", "", "007", "b", "c", "d", "e"],
+            "text": ["The tower, number 0, is in", PROMPTS[7], "42", "", *PROMPTS[1:4]],
+        }
+    ).to_csv(csv, index=False)
+    parquet = folder / "prompts.parquet"
+    table = pa.table(
+        {
+            "id": ["p0", "p1", None, "p3", "p4", "p5", "p6"],
+            "text": [PROMPTS[0], None, PROMPTS[7], "", *PROMPTS[1:4]],
+        }
+    )
+    pq.write_table(table, parquet, row_group_size=2)
+    return {
+        "txt": (txt, None),
+        "jsonl": (jsonl, "id"),
+        "csv": (csv, "id"),
+        "parquet": (parquet, "id"),
+    }
+
+
+def _parts(out: Path) -> dict[str, tuple[int, int]]:
+    """(inode, mtime) of every part and marker of a run."""
+    return {
+        str(path.relative_to(out)): (path.stat().st_ino, path.stat().st_mtime_ns)
+        for path in out.glob("*/part-0*")
+    }
+
+
+def test_ray_reads_every_format_as_the_local_engine_and_resumes_only_unfinished_batches(
+    tiny_path: Callable[[str], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ray Data reads each file (blocks of 2 rows, batches of 3: the batches are cut across
+    blocks); every table, part and marker equals the local engine's. Then one batch's marker
+    and parts are removed: --resume recomputes that batch only. One Ray instance for all (the
+    second local Ray of this process after the test above: ray_session resets Ray's cached
+    auth token between them)."""
+    from ecco_adapters.corpus import ray_reader
+    from ecco_adapters.corpus.ray_engine import ray_session
+
+    monkeypatch.setattr(ray_reader, "ROWS_PER_BLOCK", 2)
+    base = {
+        "model": str(tiny_path("gpt2")),
+        "batch_size": 3,
+        "options": BatchOptions(analyses=("generate", "rankings"), max_new_tokens=2),
+    }
+    names = ("generations", "rankings", "errors")
+    with ray_session(None):
+        for kind, (data, id_column) in _format_files(tmp_path).items():
+            config = {**base, "data": data, "id_column": id_column}
+            local = run_corpus(RunConfig(**config, out=tmp_path / kind / "local"))
+            remote = run_corpus(
+                RunConfig(**config, out=tmp_path / kind / "ray", engine="ray", workers=1)
+            )
+            for name in names:
+                _assert_same(_table(remote, name), _table(local, name))
+            assert sorted(_parts(remote)) == sorted(_parts(local)), kind
+            assert store.done_shards(remote) == store.done_shards(local), kind
+        expected = {
+            "txt": 8,  # CRLF, a form feed and U+2028 end no line; blank lines are rows
+            "jsonl": 9,  # blank lines skipped; the bad lines are errors rows
+            "csv": 7,
+            "parquet": 7,
+        }
+        for kind, n in expected.items():
+            manifest = json.loads((tmp_path / kind / "ray" / "manifest.json").read_text())
+            assert manifest["n_rows"] == n and manifest["engine"] == "ray", kind
+        errors = _table(tmp_path / "jsonl" / "ray", "errors").set_index("prompt_id")
+        assert set(errors.index) == {"<row 2>", "<row 3>", "<row 5>", "d", "e"}
+
+        # Resume: remove the middle batch (rows 3..5) of the .jsonl run.
+        out = tmp_path / "jsonl" / "ray"
+        stem = store.shard_stem(3, 6)
+        before = _parts(out)
+        removed = [path for path in out.glob(f"*/{stem}.*")]
+        assert len(removed) == 1 + len(names)  # the marker and one part per table
+        for path in removed:
+            path.unlink()
+        data, id_column = tmp_path / "prompts.jsonl", "id"
+        config = {**base, "data": data, "id_column": id_column, "resume": True}
+        run_corpus(RunConfig(**config, out=out, engine="ray", workers=1))
+        after = _parts(out)
+        assert sorted(after) == sorted(before)
+        rewritten = {name for name in after if after[name] != before[name]}
+        assert rewritten == {str(path.relative_to(out)) for path in removed}
+        for name in names:
+            _assert_same(_table(out, name), _table(tmp_path / "jsonl" / "local", name))
 
 
 # --- a separate head process, joined with --address --------------------------------------------
