@@ -292,3 +292,19 @@ def test_attribute_lists_of_other_methods_run_each_record_alone(tiny_lm) -> None
         ec.attribute(lm, [])
     with pytest.raises(ec.InvalidArgumentError, match="batch_size"):
         ec.attribute(lm, recs, batch_size=0)
+
+
+@pytest.mark.filterwarnings("ignore::ecco_core.errors.ConvergenceWarning")  # compares engines
+@pytest.mark.parametrize("family", ["llama", "roberta", "bart"])
+def test_attribute_batched_options_equal_one_at_a_time(tiny_lm, family: str) -> None:
+    """A foil, another target and bf16 (with its fp32 reference run) hold per record too."""
+    lm, recs = _explained(tiny_lm, family)
+    options = {"target": "log_probability", "foil": 7, "precision": "bf16", "n_steps": 3}
+    batched = ec.attribute(lm, recs, batch_size=16, progress=False, **options)
+    for rec, got in zip(recs, batched, strict=True):
+        alone = ec.attribute(lm, rec, progress=False, **options)
+        assert got.foil_id == alone.foil_id == 7 and got.precision == "bf16"
+        np.testing.assert_allclose(got.target_values, alone.target_values, rtol=1e-5, atol=1e-6)
+        # bf16 rounding differs between batch shapes: compare at bf16's resolution.
+        np.testing.assert_allclose(got.scores, alone.scores, atol=0.005)
+        assert abs(got.precision_deviation - alone.precision_deviation) < 0.005
