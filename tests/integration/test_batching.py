@@ -4,6 +4,8 @@ also on the classifiers and with the default batches."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -299,7 +301,12 @@ def test_attribute_lists_of_other_methods_run_each_record_alone(tiny_lm) -> None
 def test_attribute_batched_options_equal_one_at_a_time(tiny_lm, family: str) -> None:
     """A foil, another target and bf16 (with its fp32 reference run) hold per record too."""
     lm, recs = _explained(tiny_lm, family)
-    options = {"target": "log_probability", "foil": 7, "precision": "bf16", "n_steps": 3}
+    options: dict[str, Any] = {
+        "target": "log_probability",
+        "foil": 7,
+        "precision": "bf16",
+        "n_steps": 3,
+    }
     batched = ec.attribute(lm, recs, batch_size=16, progress=False, **options)
     for rec, got in zip(recs, batched, strict=True):
         alone = ec.attribute(lm, rec, progress=False, **options)
