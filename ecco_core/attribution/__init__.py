@@ -349,9 +349,8 @@ def _attribute_pack(
     raws = run(tasks, bases, all_slots, precision)
     references = run(tasks, bases, [0], "fp32") if precision != "fp32" else []
     pack = make_pack(tasks, bases)
-    with analysis_mode(lm.model):
-        x = torch.cat([pack.embeds, pack.base])
-        ends = target_values(pack, x, all_slots, grad=False).float().cpu()
+    x = torch.cat([pack.embeds, pack.base])  # run_body enters analysis mode itself
+    ends = target_values(pack, x, all_slots, grad=False).float().cpu()
     out = []
     for i, (record, task, raw) in enumerate(zip(records, tasks, raws, strict=True)):
         scores, values = _aggregate(raw, aggregation, token_level)
