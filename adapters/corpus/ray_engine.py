@@ -456,8 +456,6 @@ def _dataset(
     config = checked.config
     workers, resources, _ = plan
     workers = max(1, min(workers, len(starts)))  # more actors than batches would idle
-    todo = set(starts)
-    done = [s for s in range(0, checked.source.n_rows, config.batch_size) if s not in todo]
     context = ray.data.DataContext.get_current()
     kept, context.execution_options.preserve_order = context.execution_options.preserve_order, True
     try:  # a dataset copies the context when it is built
@@ -466,7 +464,7 @@ def _dataset(
             fn_kwargs={
                 "batch_size": config.batch_size,
                 "n_rows": checked.source.n_rows,
-                "done": done,
+                "todo": starts,
                 "limit": limit,
             },
             batch_size=None,

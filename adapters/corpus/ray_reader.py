@@ -52,16 +52,16 @@ def rows_block(rows: list[tuple[int, PromptId, str | None, str]], string_ids: bo
 
 
 def batch_rows(
-    block: pa.Table, batch_size: int, n_rows: int, done: list[int], limit: int | None = None
+    block: pa.Table, batch_size: int, n_rows: int, todo: list[int], limit: int | None = None
 ) -> pa.Table:
     """Add ``_start`` and ``_end``, the row range of each row's batch (rows ``k * batch_size``
-    up to ``(k + 1) * batch_size``, as the local engine cuts them); drop the rows of the
-    batches that start at ``done`` (finished) and the rows from ``limit`` on (the fit pass
-    of ``--nmf-sample``; the last batch then ends at ``limit``)."""
+    up to ``(k + 1) * batch_size``, as the local engine cuts them); keep only the rows of the
+    batches that start at ``todo`` (not finished) and before ``limit`` (the fit pass of
+    ``--nmf-sample``; the last batch then ends at ``limit``)."""
     rows = block.column("_row").to_numpy()
     start = rows - rows % batch_size
     end = np.minimum(start + batch_size, n_rows if limit is None else min(n_rows, limit))
-    keep = ~np.isin(start, np.asarray(done, np.int64))
+    keep = np.isin(start, np.asarray(todo, np.int64))
     if limit is not None:
         keep &= rows < limit
     block = block.append_column("_start", pa.array(start, pa.int64()))

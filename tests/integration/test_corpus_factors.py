@@ -250,11 +250,11 @@ def test_rows_are_cut_into_the_local_engines_batches_and_finished_ones_dropped()
     from ecco_adapters.corpus.ray_reader import batch_rows, rows_block
 
     block = rows_block([(i, f"q{i}", "x", "") for i in range(4, 11)], string_ids=True)
-    cut = batch_rows(block, batch_size=3, n_rows=11, done=[6])  # rows 4..10 of a read
+    cut = batch_rows(block, batch_size=3, n_rows=11, todo=[0, 3, 9])  # rows 4..10 of a read
     assert cut.column("_row").to_pylist() == [4, 5, 9, 10]
     assert cut.column("_start").to_pylist() == [3, 3, 9, 9]
     assert cut.column("_end").to_pylist() == [6, 6, 11, 11]
-    sample = batch_rows(block, batch_size=3, n_rows=11, done=[], limit=8)  # --nmf-sample 8
+    sample = batch_rows(block, batch_size=3, n_rows=11, todo=[0, 3, 6], limit=8)  # --nmf-sample 8
     assert sample.column("_row").to_pylist() == [4, 5, 6, 7]
     assert sample.column("_end").to_pylist() == [6, 6, 8, 8]
     assert batch_starts(11, 3) == [0, 3, 6, 9]
@@ -273,7 +273,7 @@ def test_an_actor_takes_whole_batches_only() -> None:
         rows_block([(i, i, "x", "") for i in range(7)], string_ids=False),
         batch_size=3,
         n_rows=7,
-        done=[],
+        todo=[0, 3, 6],
     )
     found = [(start, end, rows.num_rows) for start, end, rows in batches_of(block)]
     assert found == [(0, 3, 3), (3, 6, 3), (6, 7, 1)]
