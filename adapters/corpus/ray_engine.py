@@ -20,7 +20,9 @@ batch_size)``, and drops the rows of batches already done (``--resume``) or beyo
 (``target_num_rows_per_block=batch_size, strict=True``, with ``preserve_order``) cuts it into
 blocks of exactly one batch, so every actor gets work, and each actor call checks it got whole
 batches (:func:`batches_of`). Nothing of the input passes through the driver, which only counts
-the rows when it checks the file.
+the rows when it checks the file. ``preserve_order`` holds for the whole dataset, so batches
+also come back in input order: a batch whose actor died holds back the later ones until Ray
+has redone it.
 
 The tables come back to the driver and are written there with the local engine's store, so
 the output folder only has to exist on the driver, part names are the same, and a batch
